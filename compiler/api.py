@@ -1,0 +1,253 @@
+"""The mlc API: compile, inspect, run and benchmark. The CLI is a thin layer over this module."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import BundleError, UsageError
+from .options import CompileOptions
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    bundle: Path
+    manifest: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "bundle": str(self.bundle),
+            "target": m["target"],
+            "inputs": m["inputs"],
+            "outputs": m["outputs"],
+            "weights_bytes": sum(w["nbytes"] for w in m["weights"]),
+            "files": m["files"],
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+
+
+def inspect(model_path: str | Path):
+    """Read a model and report what it is and what mlc cannot convert."""
+    from .frontend import inspect_model, read_onnx
+
+    return inspect_model(read_onnx(model_path), str(model_path))
+
+
+def compile_model(
+    model_path: str | Path,
+    out_dir: str | Path,
+    options: CompileOptions,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> CompileResult:
+    """Compile an ONNX model into a bundle directory."""
+    from .bundle import check_destination
+    from .targets import load_preset
+
+    say = progress or (lambda _msg: None)
+    out_dir = Path(out_dir)
+    check_destination(out_dir, force)
+    preset = load_preset(options.target)  # a bad target fails before any compile time
+    timer = _Timer()
+
+    from .frontend import check_convertible, import_model, inspect_model, pin_shapes, read_onnx
+
+    with timer("import"):
+        say(f"reading {model_path}")
+        model = read_onnx(model_path)
+        check_convertible(inspect_model(model, str(model_path)))
+        pinned = pin_shapes(model, options.input_shapes, options.dims)
+        say("importing into Relax")
+        imported = import_model(pinned)
+
+    from .build import build
+    from .bundle import write_bundle
+    from .targets import resolve_target
+
+    with timer("build"):
+        target = resolve_target(preset)
+        say(f"compiling for {preset.name} ({target.target.get('mcpu', target.target['kind'])})")
+        built = build(imported, target, options)
+    with timer("bundle"):
+        say(f"writing bundle {out_dir}")
+        bundle = write_bundle(
+            built, imported, options, _provenance(model_path), out_dir, force=force
+        )
+    return CompileResult(bundle.path, bundle.manifest, timer.seconds)
+
+
+def _provenance(model_path: str | Path) -> dict[str, Any]:
+    import onnx
+    import tvm
+    import tvm_ffi
+
+    with open(model_path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return {
+        "mlc_version": __version__,
+        "tvm_version": tvm.__version__,
+        "tvm_ffi_version": tvm_ffi.__version__,
+        "onnx_version": onnx.__version__,
+        "source_model": {"file": Path(model_path).name, "sha256": digest},
+    }
+
+
+def load_bundle(bundle_dir: str | Path, threads: int | None = None):
+    """Load a bundle with the loader it ships, exactly as a deploy host would."""
+    bundle_dir = Path(bundle_dir)
+    loader_path = bundle_dir / "loader.py"
+    if not loader_path.is_file():
+        raise BundleError(f"{str(bundle_dir)!r} is not an mlc bundle: it has no loader.py")
+    name = f"_mlc_bundle_loader_{abs(hash(loader_path.resolve()))}"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, loader_path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    try:
+        return module.load(bundle_dir, threads=threads)
+    except module.BundleError as exc:
+        raise BundleError(str(exc)) from None
+
+
+def make_inputs(model, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs for a loaded model: normal floats, small non-negative integers, bools."""
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for spec in model.inputs:
+        shape = tuple(d if isinstance(d, int) else dims.get(d, 1) for d in spec.dims)
+        if spec.dtype.kind == "f":
+            inputs[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        elif spec.dtype.kind in "iu":
+            inputs[spec.name] = rng.integers(0, 4, shape).astype(spec.dtype)
+        elif spec.dtype.kind == "b":
+            inputs[spec.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            raise UsageError(f"cannot make random data for input {spec.name!r} of dtype {spec.dtype}")
+    return inputs
+
+
+def read_inputs(path: str | Path) -> dict[str, np.ndarray]:
+    """Inputs from an .npz file (keys are input names) or, for one input, an .npy file."""
+    path = Path(path)
+    try:
+        if path.suffix == ".npy":
+            return {"": np.load(path, allow_pickle=False)}
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read inputs from {str(path)!r}: {exc}") from None
+
+
+def run_model(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Call a loaded model, turning the loader's input errors into usage errors."""
+    if "" in inputs:  # a single .npy input: bind it positionally
+        return model(inputs[""])
+    try:
+        return model(**inputs)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Latency:
+    runs: int
+    min_ms: float
+    median_ms: float
+    p90_ms: float
+
+    def to_json(self) -> dict[str, float]:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in vars(self).items()}
+
+
+def measure(fn: Callable[[], Any], min_seconds: float = 1.0, min_runs: int = 10) -> Latency:
+    """Time `fn` after a warm-up, for at least `min_seconds` and `min_runs` calls."""
+    for _ in range(3):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 100_000:
+            break
+    times.sort()
+    ms = [t * 1e3 for t in times]
+    return Latency(len(ms), ms[0], statistics.median(ms), ms[int(0.9 * (len(ms) - 1))])
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    threads: int
+    mlc: Latency
+    onnxruntime: Latency | None
+
+    @property
+    def ratio(self) -> float:
+        """onnxruntime median / mlc median: above 1.0 means mlc is faster."""
+        return self.onnxruntime.median_ms / self.mlc.median_ms if self.onnxruntime else 0.0
+
+    def rows(self) -> list[tuple[str, Latency]]:
+        return [("mlc", self.mlc)] + ([("onnxruntime", self.onnxruntime)] if self.onnxruntime else [])
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"threads": self.threads, "mlc": self.mlc.to_json()}
+        if self.onnxruntime:
+            data["onnxruntime"] = self.onnxruntime.to_json()
+            data["speedup_vs_onnxruntime"] = round(self.ratio, 4)
+        return data
+
+
+def bench_bundle(
+    bundle_dir: str | Path,
+    compare_model: str | Path | None = None,
+    threads: int | None = None,
+    seconds: float = 2.0,
+    dims: dict[str, int] | None = None,
+) -> BenchResult:
+    """Time a bundle and, optionally, onnxruntime on the same inputs with the same threads."""
+    import os
+
+    threads = threads or len(os.sched_getaffinity(0))
+    model = load_bundle(bundle_dir, threads=threads)
+    inputs = make_inputs(model, dims or {})
+    mlc = measure(lambda: model(**inputs), seconds)
+    ort = None
+    if compare_model:
+        from .reference import ort_session
+
+        session = ort_session(compare_model, threads)
+        ort = measure(lambda: session.run(None, inputs), seconds)
+    return BenchResult(threads, mlc, ort)
+
+
+class _Timer:
+    """Accumulates wall time per named stage."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - t0

@@ -1,0 +1,163 @@
+"""Bundle stage: write model.so, weights.bin, manifest.json, loader.py and the runtime libraries.
+
+The bundle is assembled in a temporary directory beside the destination and renamed into place
+only when complete, so an interrupted or failed compile never leaves a half-written bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .build import BuiltModel
+from .errors import BundleError, UsageError
+from .frontend import ImportedModel
+from .options import CompileOptions
+from .runtime import loader
+
+# The bundle's file names and format version are defined once, in the loader that reads them.
+FORMAT_VERSION = loader.FORMAT_VERSION
+MANIFEST_FILE = loader.MANIFEST_FILE
+LIBRARY_FILE = loader.LIBRARY_FILE
+WEIGHTS_FILE = loader.WEIGHTS_FILE
+LOADER_FILE = loader.LOADER_FILE
+RUNTIME_DIR = loader.RUNTIME_DIR
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+
+
+def check_destination(out_dir: Path, force: bool) -> None:
+    """Refuse to overwrite an existing path unless forced; called before compiling."""
+    if out_dir.exists() or out_dir.is_symlink():
+        if not force:
+            raise UsageError(
+                f"output directory {str(out_dir)!r} already exists",
+                hint="pass --force to replace it, or choose another -o",
+            )
+        if not out_dir.is_dir() or not (out_dir / MANIFEST_FILE).exists() and any(out_dir.iterdir()):
+            raise UsageError(
+                f"--force will only replace an mlc bundle, and {str(out_dir)!r} is not one",
+                hint="remove it yourself or choose another -o",
+            )
+
+
+def write_bundle(
+    built: BuiltModel,
+    imported: ImportedModel,
+    options: CompileOptions,
+    provenance: dict[str, Any],
+    out_dir: Path,
+    force: bool = False,
+) -> Bundle:
+    """Write the bundle for `built` at `out_dir`, atomically."""
+    out_dir = Path(out_dir)
+    check_destination(out_dir, force)
+    parent = out_dir.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is not
+        manifest = _write_files(staging, built, imported, options, provenance)
+        _replace(staging, out_dir.resolve())
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Bundle(path=out_dir, manifest=manifest)
+
+
+def _write_files(
+    staging: Path,
+    built: BuiltModel,
+    imported: ImportedModel,
+    options: CompileOptions,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
+    try:
+        built.executable.export_library(str(staging / LIBRARY_FILE))
+    except Exception as exc:  # the host compiler or linker failed
+        raise BundleError(f"linking {LIBRARY_FILE} failed: {exc}") from exc
+    weights = _write_weights(staging / WEIGHTS_FILE, built)
+    shutil.copyfile(loader.__file__, staging / LOADER_FILE)
+    (staging / RUNTIME_DIR).mkdir()
+    for name in built.target.preset.runtime_libs:
+        shutil.copyfile(_runtime_library(name), staging / RUNTIME_DIR / name)
+    files = sorted(p for p in staging.rglob("*") if p.is_file())
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        **provenance,
+        "target": built.target.manifest_entry(),
+        "inputs": [t.to_json() for t in imported.inputs],
+        "outputs": [t.to_json() for t in imported.outputs],
+        "weights": weights,
+        "runtime_libs": list(built.target.preset.runtime_libs),
+        "files": {p.relative_to(staging).as_posix(): _sha256(p) for p in files},
+        "options": options.to_json(),
+    }
+    (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _write_weights(path: Path, built: BuiltModel) -> list[dict[str, Any]]:
+    entries = []
+    offset = 0
+    with open(path, "wb") as f:
+        for w in built.weights:
+            pad = -offset % loader.WEIGHT_ALIGNMENT
+            f.write(b"\0" * pad)
+            offset += pad
+            data = w.array.tobytes() if not w.array.flags.c_contiguous else memoryview(w.array)
+            f.write(data)
+            nbytes = w.array.nbytes
+            entries.append(
+                {
+                    "name": w.name,
+                    "shape": list(w.array.shape),
+                    "dtype": str(w.array.dtype),
+                    "offset": offset,
+                    "nbytes": nbytes,
+                }
+            )
+            offset += nbytes
+    return entries
+
+
+def _runtime_library(name: str) -> Path:
+    import tvm
+
+    path = Path(tvm.__file__).parent / "lib" / name
+    if not path.is_file():
+        raise BundleError(f"runtime library {name!r} is not in the apache-tvm package at {path.parent}")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _replace(staging: Path, out_dir: Path) -> None:
+    """Move the finished bundle into place; an old bundle is removed only after that."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.rename(out_dir, old)
+    try:
+        os.rename(staging, out_dir)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

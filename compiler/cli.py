@@ -1,0 +1,271 @@
+"""The `mlc` command line: parse and validate options, call the API, print results."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import traceback
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import EXIT_CHECK, EXIT_INTERNAL, MlcError, UsageError
+
+
+def _fail(message: str, hint: str | None, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn):
+    """Turn every failure into `error: …` and an exit code; tracebacks only with MLC_DEBUG=1."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MlcError as exc:
+            if os.environ.get("MLC_DEBUG"):
+                traceback.print_exception(exc)
+            _fail(exc.message, exc.hint, exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", None, 130)
+        except Exception as exc:  # the last line of defence: no traceback for users
+            if os.environ.get("MLC_DEBUG"):
+                traceback.print_exception(exc)
+            _fail(
+                f"internal error: {type(exc).__name__}: {exc}",
+                "rerun with MLC_DEBUG=1 for the traceback and report it",
+                EXIT_INTERNAL,
+            )
+
+    return wrapper
+
+
+def _progress(quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+    return lambda msg: click.echo(f"… {msg}", err=True)
+
+
+def _parse_shape(_ctx, _param, values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for value in values:
+        match = re.fullmatch(r"(.+):(\d+(?:x\d+)*)", value)
+        if not match or any(int(d) < 1 for d in match.group(2).split("x")):
+            raise click.BadParameter(
+                f"{value!r} is not NAME:DIMS, expected e.g. input:1x3x224x224 (positive sizes)"
+            )
+        shapes[match.group(1)] = tuple(int(d) for d in match.group(2).split("x"))
+    return shapes
+
+
+def _parse_dims(_ctx, _param, values: tuple[str, ...]) -> dict[str, int]:
+    dims = {}
+    for value in values:
+        match = re.fullmatch(r"([^=]+)=(\d+)", value)
+        if not match or int(match.group(2)) < 1:
+            raise click.BadParameter(f"{value!r} is not NAME=VALUE, expected e.g. batch=1")
+        dims[match.group(1)] = int(match.group(2))
+    return dims
+
+
+def _fmt_tensor(t: dict) -> str:
+    return f"{t['name']} {t['dtype']}[{', '.join(str(d) for d in t['shape'])}]"
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlc")
+def main():
+    """mlc: compile ONNX models into deployable bundles for CPUs and GPUs."""
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Bundle directory to create.")
+@click.option("--target", default="x86", show_default=True,
+              help="Target preset name (see `mlc targets`) or path of a preset .toml file.")
+@click.option("--input-shape", "input_shapes", multiple=True, callback=_parse_shape,
+              metavar="NAME:DIMS", help="Pin an input's shape, e.g. x:1x3x224x224. Repeatable.")
+@click.option("--dim", "dims", multiple=True, callback=_parse_dims, metavar="NAME=VALUE",
+              help="Pin a named symbolic dimension, e.g. batch=1. Repeatable.")
+@click.option("--force", is_flag=True, help="Replace the output directory if it is a bundle.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@handle_errors
+def compile(model, out_dir, target, input_shapes, dims, force, as_json, quiet):
+    """Compile MODEL (.onnx) into a bundle directory."""
+    from .api import compile_model
+    from .options import CompileOptions
+
+    options = CompileOptions(target=target, input_shapes=input_shapes, dims=dims)
+    result = compile_model(model, out_dir, options, force=force, progress=_progress(quiet or as_json))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    if quiet:
+        return
+    m = result.manifest
+    total = sum(result.seconds.values())
+    cpu = m["target"]["tvm_target"].get("mcpu", "")
+    click.echo(f"compiled {model} for {m['target']['name']} ({cpu}) in {total:.1f} s -> {out_dir}")
+    for t in m["inputs"]:
+        click.echo(f"  input   {_fmt_tensor(t)}")
+    for t in m["outputs"]:
+        click.echo(f"  output  {_fmt_tensor(t)}")
+    weights = sum(w["nbytes"] for w in m["weights"])
+    size = (Path(out_dir) / "model.so").stat().st_size
+    click.echo(f"  weights {_fmt_bytes(weights)} in weights.bin; model.so {_fmt_bytes(size)}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@handle_errors
+def inspect(model, as_json):
+    """Report MODEL's inputs, outputs, opsets, ops and what mlc cannot convert."""
+    from .api import inspect as inspect_model
+
+    report = inspect_model(model)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    click.echo(f"model     {model}  (IR v{report.ir_version}, {report.producer or 'unknown producer'})")
+    click.echo("opsets    " + ", ".join(f"{d} {v}" for d, v in report.opsets.items()))
+    for t in report.inputs:
+        click.echo(f"input     {_fmt_tensor(t.to_json())}")
+    for t in report.outputs:
+        click.echo(f"output    {_fmt_tensor(t.to_json())}")
+    click.echo(f"weights   {_fmt_bytes(report.weight_bytes)}")
+    for dim, where in report.dynamic_dims.items():
+        click.echo(f"dynamic   {dim}: {', '.join(where)}")
+    click.echo("ops       " + ", ".join(f"{op} {n}" for op, n in report.op_histogram.items()))
+    if report.unsupported:
+        click.echo(f"unsupported ({len(report.unsupported)} nodes):")
+        for n in report.unsupported:
+            click.echo(f"  {n.op_type:20} node {n.name or '<unnamed>'!r}  domain {n.domain or 'ai.onnx'}")
+    else:
+        click.echo("unsupported: none")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path),
+              help=".npz of inputs by name (or .npy for a single input). Default: random, seeded.")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the outputs to this .npz file.")
+@click.option("--check", "check_model", type=click.Path(dir_okay=False, path_type=Path),
+              help="Compare every output with onnxruntime running this ONNX model.")
+@click.option("--rtol", default=1e-4, show_default=True, help="Relative tolerance for --check.")
+@click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance for --check.")
+@click.option("--seed", default=0, show_default=True, help="Seed for random inputs.")
+@click.option("--dim", "dims", multiple=True, callback=_parse_dims, metavar="NAME=VALUE",
+              help="Size of a symbolic dim for random inputs (default 1). Repeatable.")
+@click.option("--threads", type=click.IntRange(min=1), help="Worker threads (default: all CPUs).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@handle_errors
+def run(bundle, input_path, output_path, check_model, rtol, atol, seed, dims, threads, as_json):
+    """Run BUNDLE once; with --check, verify it against onnxruntime."""
+    import numpy as np
+
+    from .api import load_bundle, make_inputs, read_inputs, run_model
+
+    model = load_bundle(bundle, threads=threads)
+    inputs = read_inputs(input_path) if input_path else make_inputs(model, dims, seed)
+    outputs = run_model(model, inputs)
+    if output_path:
+        np.savez(output_path, **outputs)
+    report = {"outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in outputs.items()}}
+    comparison = None
+    if check_model:
+        from .reference import compare, run_reference
+
+        named = inputs if "" not in inputs else {model.input_names[0]: inputs[""]}
+        comparison = compare(outputs, run_reference(check_model, named), rtol, atol)
+        report["check"] = {"ok": comparison.ok, "max_abs_diff": comparison.max_abs_diff,
+                           "rtol": rtol, "atol": atol,
+                           "mismatches": [vars(m) for m in comparison.mismatches]}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for name, arr in outputs.items():
+            line = f"output {name} {arr.dtype}{list(arr.shape)}"
+            if comparison:
+                line += f"  max |diff| vs onnxruntime {comparison.max_abs_diff[name]:.3g}"
+            click.echo(line)
+    if comparison is not None:
+        if not comparison.ok:
+            for m in comparison.mismatches:
+                click.echo(
+                    f"error: output {m.output!r} differs from onnxruntime: worst at index "
+                    f"{list(m.index)}: got {m.got:.6g}, expected {m.expected:.6g} "
+                    f"(|diff| {m.abs_diff:.3g} > atol {atol:g} + rtol {rtol:g}*|expected|; "
+                    f"{m.bad_elements} of {m.total_elements} elements out of tolerance)",
+                    err=True,
+                )
+            sys.exit(EXIT_CHECK)
+        if not as_json:
+            click.echo(f"check passed: all outputs match onnxruntime (rtol {rtol:g}, atol {atol:g})")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--compare", "compare_model", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also time onnxruntime on this ONNX model with the same inputs and threads.")
+@click.option("--threads", type=click.IntRange(min=1), help="Worker threads (default: all CPUs).")
+@click.option("--seconds", default=2.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Minimum measuring time per engine.")
+@click.option("--dim", "dims", multiple=True, callback=_parse_dims, metavar="NAME=VALUE",
+              help="Size of a symbolic dim for the inputs (default 1). Repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@handle_errors
+def bench(bundle, compare_model, threads, seconds, dims, as_json):
+    """Measure BUNDLE's latency (min/median/p90), optionally against onnxruntime."""
+    from .api import bench_bundle
+
+    result = bench_bundle(bundle, compare_model, threads, seconds, dims)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    click.echo(f"threads {result.threads}")
+    click.echo(f"{'engine':12} {'runs':>7} {'min ms':>9} {'median ms':>10} {'p90 ms':>9}")
+    for name, lat in result.rows():
+        click.echo(f"{name:12} {lat.runs:7d} {lat.min_ms:9.4f} {lat.median_ms:10.4f} {lat.p90_ms:9.4f}")
+    if result.onnxruntime:
+        click.echo(f"speed vs onnxruntime (median): {result.ratio:.3f}x "
+                   f"({'faster' if result.ratio >= 1 else 'slower'})")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print presets as JSON.")
+@handle_errors
+def targets(as_json):
+    """List the target presets."""
+    from .targets import list_presets
+
+    presets = list_presets()
+    if as_json:
+        click.echo(json.dumps([{"name": p.name, "description": p.description, "path": str(p.path),
+                                "target": p.target} for p in presets], indent=2))
+        return
+    for p in presets:
+        click.echo(f"{p.name:12} {p.description}")
+
+
+if __name__ == "__main__":
+    main()

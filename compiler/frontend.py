@@ -1,0 +1,327 @@
+"""Frontend stage: read and check an ONNX model, pin its shapes, import it into Relax."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError, UsageError
+
+MIN_OPSET = 7
+STANDARD_DOMAINS = ("", "ai.onnx")
+# Exceptions that mean a bug in mlc's own code: never reported as a problem with the model.
+_OUR_BUGS = (AttributeError, NameError, ImportError)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """An input or output: shape entries are ints (fixed) or strings (symbolic dims)."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class UnsupportedNode:
+    op_type: str
+    name: str
+    domain: str
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """What `mlc inspect` shows, computed before any compile time is spent."""
+
+    path: str
+    ir_version: int
+    producer: str
+    opsets: dict[str, int]
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    op_histogram: dict[str, int]
+    dynamic_dims: dict[str, tuple[str, ...]]  # dim name -> ("input[axis]", ...)
+    unsupported: tuple[UnsupportedNode, ...]
+    weight_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "ir_version": self.ir_version,
+            "producer": self.producer,
+            "opsets": self.opsets,
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+            "op_histogram": self.op_histogram,
+            "dynamic_dims": {k: list(v) for k, v in self.dynamic_dims.items()},
+            "unsupported": [vars(n) for n in self.unsupported],
+            "weight_bytes": self.weight_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    """The frontend's product: a Relax module whose `main` takes the model's inputs."""
+
+    mod: Any  # tvm.IRModule
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    symbolic_dims: tuple[str, ...]
+
+
+def read_onnx(path: str | Path):
+    """Load an ONNX file, turning every way it can be broken into a one-line ModelError."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise ModelError(f"model path {str(path)!r} is not a file")
+    try:
+        model = onnx.load(str(path))
+    except DecodeError as exc:
+        raise ModelError(
+            f"{str(path)!r} is not a valid ONNX model (protobuf parse failed: {exc}); "
+            "the file may be truncated or not ONNX at all"
+        ) from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"cannot read ONNX model {str(path)!r}: {_first_line(exc)}") from None
+    if not model.graph.node and not model.graph.output:
+        raise ModelError(f"{str(path)!r} is not an ONNX model: it has no graph")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises ValidationError and C++ errors alike
+        raise ModelError(
+            f"{str(path)!r} is not a valid ONNX model: {_first_line(exc)}",
+            hint="the file may be truncated; re-export it",
+        ) from None
+    return model
+
+
+def inspect_model(model, path: str = "") -> ModelReport:
+    """Summarise a model and find every node the importer cannot convert."""
+    from onnx import numpy_helper  # noqa: F401  (keeps onnx's lazy helpers importable)
+
+    graph = model.graph
+    init_names = {i.name for i in graph.initializer}
+    inputs = tuple(_tensor_info(v) for v in graph.input if v.name not in init_names)
+    outputs = tuple(_tensor_info(v) for v in graph.output)
+    dynamic: dict[str, list[str]] = {}
+    for info in inputs:
+        for axis, dim in enumerate(info.shape):
+            if isinstance(dim, str):
+                dynamic.setdefault(dim, []).append(f"{info.name}[{axis}]")
+    nodes = list(_all_nodes(graph))
+    return ModelReport(
+        path=path,
+        ir_version=model.ir_version,
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        opsets={(o.domain or "ai.onnx"): o.version for o in model.opset_import},
+        inputs=inputs,
+        outputs=outputs,
+        op_histogram=dict(Counter(n.op_type for n in nodes).most_common()),
+        dynamic_dims={k: tuple(v) for k, v in dynamic.items()},
+        unsupported=tuple(_unsupported(nodes)),
+        weight_bytes=sum(_nbytes(t) for t in graph.initializer),
+    )
+
+
+def check_convertible(report: ModelReport) -> None:
+    """Stop before compiling when the opset or any operator cannot be converted."""
+    import onnx
+
+    latest = onnx.defs.onnx_opset_version()
+    opset = report.opsets.get("ai.onnx")
+    if opset is None or not MIN_OPSET <= opset <= latest:
+        raise ModelError(
+            f"ONNX opset {opset} is not supported: mlc compiles ai.onnx opsets {MIN_OPSET} "
+            f"to {latest}",
+            hint="upgrade the model with onnx.version_converter.convert_model(model, 17)",
+        )
+    if report.unsupported:
+        listing = "; ".join(
+            f"{n.op_type} (node {n.name or '<unnamed>'!r}"
+            + (f", domain {n.domain!r})" if n.domain not in STANDARD_DOMAINS else ")")
+            for n in report.unsupported
+        )
+        kinds = sorted({n.op_type for n in report.unsupported})
+        raise ModelError(
+            f"{len(report.unsupported)} node(s) use operators mlc cannot convert "
+            f"({', '.join(kinds)}): {listing}",
+            hint="`mlc inspect MODEL` lists them; replace them or export with a different opset",
+        )
+
+
+def pin_shapes(model, input_shapes: dict[str, tuple], dims: dict[str, int]):
+    """Return a copy of `model` with input shapes and named dims fixed, ORT-style."""
+    import onnx
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    init_names = {i.name for i in graph.initializer}
+    inputs = {v.name: v for v in graph.input if v.name not in init_names}
+    for name in input_shapes:
+        if name not in inputs:
+            raise UsageError(
+                f"--input-shape names input {name!r}, which the model does not have; "
+                f"its inputs are: {', '.join(inputs)}"
+            )
+    seen_dims = {d.dim_param for v in inputs.values() for d in v.type.tensor_type.shape.dim}
+    for name in dims:
+        if name not in seen_dims:
+            named = sorted(d for d in seen_dims if d)
+            raise UsageError(
+                f"--dim names {name!r}, which is not a dimension of any input; "
+                f"the model's named dims are: {', '.join(named) or 'none'}"
+            )
+    for name, value in inputs.items():
+        shape = value.type.tensor_type.shape
+        if name in input_shapes:
+            _pin_input(name, shape, input_shapes[name])
+        for axis, dim in enumerate(shape.dim):
+            if dim.dim_param in dims:
+                dim.dim_value = dims[dim.dim_param]
+            elif not dim.dim_param and dim.dim_value <= 0:
+                dim.dim_param = f"{_identifier(name)}_dim{axis}"  # unnamed dims get a name
+    return model
+
+
+def _pin_input(name: str, shape, wanted: tuple[int, ...]) -> None:
+    if len(shape.dim) != len(wanted):
+        raise UsageError(
+            f"--input-shape {name}:{'x'.join(map(str, wanted))} has {len(wanted)} dims, but "
+            f"input {name!r} has {len(shape.dim)}"
+        )
+    for axis, (dim, want) in enumerate(zip(shape.dim, wanted)):
+        if dim.dim_value > 0 and dim.dim_value != want:
+            raise UsageError(
+                f"--input-shape gives {want} for axis {axis} of input {name!r}, which the model "
+                f"fixes at {dim.dim_value}"
+            )
+        dim.dim_value = want
+
+
+def import_model(model) -> ImportedModel:
+    """Convert a checked, shape-pinned ONNX model into a Relax module."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    report = inspect_model(model)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mod = from_onnx(model, keep_params_in_input=False)
+    except _OUR_BUGS:
+        raise
+    except Exception as exc:  # the importer raises anything from ValueError to TVMError
+        _raise_import_error(exc, report)
+    outputs = _output_infos(mod["main"], report.outputs)
+    return ImportedModel(
+        mod=mod, inputs=report.inputs, outputs=outputs, symbolic_dims=tuple(report.dynamic_dims)
+    )
+
+
+def symbolic_dims_hint(dims: dict[str, tuple[str, ...]]) -> str:
+    """The flags that pin the given symbolic dims."""
+    return "pin them: " + " ".join(f"--dim {d}=VALUE" for d in dims) + (
+        " (or --input-shape NAME:1x3x224x224)"
+    )
+
+
+def _raise_import_error(exc: Exception, report: ModelReport):
+    message = _first_line(exc)
+    if report.dynamic_dims:
+        where = ", ".join(f"{d} ({', '.join(at)})" for d, at in report.dynamic_dims.items())
+        raise ModelError(
+            f"the model cannot be imported with symbolic dims {where}: {message}",
+            hint=symbolic_dims_hint(report.dynamic_dims),
+        ) from None
+    raise ModelError(f"the ONNX importer failed: {message}") from None
+
+
+def _output_infos(func, onnx_outputs: tuple[TensorInfo, ...]) -> tuple[TensorInfo, ...]:
+    """Output shapes and dtypes as the compiled function returns them."""
+    from tvm.ir import TupleType
+
+    ret = func.ret_ty
+    fields = ret.fields if isinstance(ret, TupleType) else [ret]
+    infos = []
+    for onnx_out, field in zip(onnx_outputs, fields):
+        shape_expr = getattr(field, "shape", None)
+        if shape_expr is None or not hasattr(shape_expr, "values"):
+            raise ModelError(f"output {onnx_out.name!r} is not a tensor of known rank")
+        shape = tuple(_dim(d) for d in shape_expr.values)
+        infos.append(TensorInfo(onnx_out.name, shape, str(field.dtype)))
+    return tuple(infos)
+
+
+def _dim(expr) -> int | str:
+    value = getattr(expr, "value", None)  # IntImm for a fixed size, a Var or expression if not
+    return int(value) if isinstance(value, int) else str(expr)
+
+
+def _tensor_info(value) -> TensorInfo:
+    import onnx
+
+    ttype = value.type.tensor_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type).name if ttype.elem_type else "?"
+    shape: list[int | str] = []
+    for axis, dim in enumerate(ttype.shape.dim):
+        if dim.dim_value > 0:
+            shape.append(dim.dim_value)
+        else:
+            shape.append(dim.dim_param or f"{_identifier(value.name)}_dim{axis}")
+    return TensorInfo(value.name, tuple(shape), dtype)
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.g.node:
+                yield from _all_nodes(attr.g)
+            for sub in attr.graphs:
+                yield from _all_nodes(sub)
+
+
+def _unsupported(nodes) -> list[UnsupportedNode]:
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    known = set(_get_convert_map()) | {"If", "Constant"}
+    return [
+        UnsupportedNode(n.op_type, n.name, n.domain)
+        for n in nodes
+        if n.domain not in STANDARD_DOMAINS or n.op_type not in known
+    ]
+
+
+def _nbytes(tensor) -> int:
+    import onnx
+
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return next((int(e.value) for e in tensor.external_data if e.key == "length"), 0)
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+
+
+def _identifier(name: str) -> str:
+    return re.sub(r"\W", "_", name)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    # TVM errors put the useful sentence last, after a traceback of C++ frames.
+    for line in reversed(lines):
+        if not line.startswith(("File ", "at ", "  ", "#")) and "Traceback" not in line:
+            return line[:400]
+    return type(exc).__name__

@@ -1,0 +1,276 @@
+"""Loader for mlc bundles.
+
+This file is copied into every bundle and runs on deploy hosts that have only the Python
+standard library, numpy and apache-tvm-ffi. It must never import tvm, onnx, click or the mlc
+compiler package.
+
+    from loader import load
+    model = load("build/resnet")          # verifies, loads model.so and the bundled runtime
+    outputs = model(data=x)               # dict: output name -> numpy array
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import platform
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# The bundle layout. The compiler imports these names, so they live in exactly one place.
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+LIBRARY_FILE = "model.so"
+WEIGHTS_FILE = "weights.bin"
+LOADER_FILE = "loader.py"
+RUNTIME_DIR = "lib"
+WEIGHT_ALIGNMENT = 64
+
+_DEVICE_TYPES = {"cpu": 1}
+_POOLED_ALLOCATOR = 2
+_runtime_lock = threading.Lock()
+_loaded_runtime_libs: dict[str, ctypes.CDLL] = {}
+
+
+class BundleError(RuntimeError):
+    """The bundle is damaged, incompatible with this loader, or cannot run on this host."""
+
+
+class InputError(ValueError):
+    """The inputs passed to a model do not match its manifest."""
+
+
+def load(
+    path: str | os.PathLike, device: str = "cpu", threads: int | None = None, verify: bool = True
+) -> Model:
+    """Load the bundle in directory `path`.
+
+    `threads` sets the number of worker threads for each calling thread (default: every CPU
+    this process may run on). `verify=False` skips the sha256 check of the bundle's files.
+    """
+    return Model(Path(path), device=device, threads=threads, verify=verify)
+
+
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    """Read and sanity-check a bundle's manifest."""
+    manifest_path = bundle / MANIFEST_FILE
+    if not bundle.is_dir():
+        raise BundleError(f"bundle directory {str(bundle)!r} does not exist")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{str(bundle)!r} is not an mlc bundle: it has no {MANIFEST_FILE}") from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read {manifest_path}: {exc}") from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"bundle format version {version!r} is not supported: this loader reads version "
+            f"{FORMAT_VERSION}; recompile the model with a matching mlc"
+        )
+    return manifest
+
+
+def verify_files(bundle: Path, manifest: dict[str, Any]) -> None:
+    """Check every file listed in the manifest against its sha256."""
+    for rel, expected in manifest["files"].items():
+        path = bundle / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise BundleError(f"manifest lists an unsafe file path {rel!r}")
+        try:
+            with open(path, "rb") as f:
+                actual = hashlib.file_digest(f, "sha256").hexdigest()
+        except FileNotFoundError:
+            raise BundleError(f"bundle file {rel!r} is missing from {str(bundle)!r}") from None
+        if actual != expected:
+            raise BundleError(
+                f"bundle file {rel!r} does not match its sha256 in the manifest "
+                f"(expected {expected[:12]}…, found {actual[:12]}…): the bundle is damaged"
+            )
+
+
+def check_host(manifest: dict[str, Any]) -> None:
+    """Refuse to run a bundle whose machine code this CPU cannot execute."""
+    requires = manifest["target"].get("requires", {})
+    arch = requires.get("arch")
+    machine = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
+    if arch and machine != arch:
+        raise BundleError(f"bundle was compiled for {arch}, but this host is {machine}")
+    needed = set(requires.get("cpu_features", []))
+    have = _cpu_flags()
+    if needed and have is not None and not needed <= have:
+        missing = ", ".join(sorted(needed - have))
+        raise BundleError(
+            f"this CPU lacks {missing}, which the bundle's target "
+            f"{manifest['target']['name']!r} requires; recompile with a target this host supports "
+            "(for example --target x86)"
+        )
+
+
+def _cpu_flags() -> set[str] | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+def _load_runtime(bundle: Path, manifest: dict[str, Any]) -> None:
+    # TVM sizes its thread pool when the runtime starts; pin it to what this process may use
+    # instead of TVM's default of half the hardware threads.
+    os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    import tvm_ffi  # noqa: F401  (loads libtvm_ffi.so, which the runtime links against)
+
+    with _runtime_lock:
+        for name in manifest["runtime_libs"]:
+            if name in _loaded_runtime_libs:
+                continue  # one copy per process: the runtime registers global functions
+            _loaded_runtime_libs[name] = ctypes.CDLL(
+                str(bundle / RUNTIME_DIR / name), mode=ctypes.RTLD_GLOBAL
+            )
+
+
+class _Spec:
+    __slots__ = ("dims", "dtype", "name")
+
+    def __init__(self, entry: dict[str, Any]):
+        self.name = entry["name"]
+        self.dtype = np.dtype(entry["dtype"])
+        self.dims = tuple(entry["shape"])  # ints, or strings naming symbolic dims
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.dtype}[{', '.join(str(d) for d in self.dims)}]"
+
+
+class Model:
+    """A loaded bundle. Calling it runs the model; it is safe to call from several threads."""
+
+    def __init__(self, bundle: Path, device: str, threads: int | None, verify: bool):
+        self.path = bundle
+        self.manifest = manifest = read_manifest(bundle)
+        if verify:
+            verify_files(bundle, manifest)
+        check_host(manifest)
+        if device not in _DEVICE_TYPES:
+            raise BundleError(f"device {device!r} is not supported; expected one of: cpu")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self._device_type = _DEVICE_TYPES[device]
+        self._threads = threads
+        self.inputs = [_Spec(e) for e in manifest["inputs"]]
+        self.outputs = [_Spec(e) for e in manifest["outputs"]]
+        self.input_names = [s.name for s in self.inputs]
+        self.output_names = [s.name for s in self.outputs]
+        self._by_name = {s.name: i for i, s in enumerate(self.inputs)}
+
+        _load_runtime(bundle, manifest)
+        import tvm_ffi
+
+        self._tvm_ffi = tvm_ffi
+        self._library = tvm_ffi.load_module(str((bundle / LIBRARY_FILE).resolve()))
+        self._weights = self._map_weights(bundle, manifest)
+        self._local = threading.local()
+        self._create_lock = threading.Lock()
+
+    def _map_weights(self, bundle: Path, manifest: dict[str, Any]) -> list[Any]:
+        entries = manifest["weights"]
+        if not entries:
+            return []
+        # Copy-on-write mapping: pages load lazily and are shared between processes; DLPack
+        # cannot export read-only arrays, and the model never writes to its weights.
+        blob = np.memmap(bundle / WEIGHTS_FILE, dtype=np.uint8, mode="c")
+        self._blob = blob
+        tensors = []
+        for e in entries:
+            view = blob[e["offset"] : e["offset"] + e["nbytes"]].view(np.dtype(e["dtype"]))
+            tensors.append(self._tvm_ffi.from_dlpack(view.reshape(e["shape"])))
+        return tensors
+
+    def _vm_main(self):
+        main = getattr(self._local, "main", None)
+        if main is None:
+            with self._create_lock:
+                vm = self._library["vm_load_executable"]()
+                dev = self._device_type
+                vm["vm_initialization"](dev, 0, _POOLED_ALLOCATOR, 1, 0, _POOLED_ALLOCATOR)
+            if self._threads is not None:
+                self._tvm_ffi.get_global_func("runtime.config_threadpool")(0, self._threads)
+            self._local.vm = vm
+            main = self._local.main = vm["main"]
+        return main
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+        """Run the model. Inputs by position or by name; returns {output name: array}."""
+        arrays = self._arrange(args, kwargs)
+        from_dlpack = self._tvm_ffi.from_dlpack
+        result = self._vm_main()(*[from_dlpack(a) for a in arrays], *self._weights)
+        if len(self.outputs) == 1:
+            return {self.output_names[0]: np.from_dlpack(result)}
+        return {name: np.from_dlpack(t) for name, t in zip(self.output_names, result)}
+
+    def _arrange(self, args: tuple, kwargs: dict) -> list[np.ndarray]:
+        specs = self.inputs
+        if len(args) > len(specs):
+            raise InputError(f"model takes {len(specs)} inputs, {len(args)} were given")
+        given: list[Any] = list(args) + [None] * (len(specs) - len(args))
+        for name, value in kwargs.items():
+            index = self._by_name.get(name)
+            if index is None:
+                expected = ", ".join(self.input_names)
+                raise InputError(f"unknown input {name!r}; the model's inputs are: {expected}")
+            if given[index] is not None:
+                raise InputError(f"input {name!r} was given twice")
+            given[index] = value
+        bound: dict[str, int] = {}
+        arrays = []
+        for spec, value in zip(specs, given):
+            if value is None:
+                raise InputError(f"missing input {spec.name!r} ({spec.describe()})")
+            arrays.append(_check(spec, value, bound))
+        return arrays
+
+
+def _check(spec: _Spec, value: Any, bound: dict[str, int]) -> np.ndarray:
+    array = value if type(value) is np.ndarray else np.asarray(value)
+    if array.dtype != spec.dtype:
+        raise InputError(
+            f"input {spec.name!r} has dtype {array.dtype}, expected {spec.dtype} "
+            f"(convert with .astype(np.{spec.dtype}))"
+        )
+    shape = array.shape
+    dims = spec.dims
+    if len(shape) != len(dims):
+        raise InputError(
+            f"input {spec.name!r} has shape {list(shape)}, expected {len(dims)} dimensions "
+            f"{_fmt(dims)}"
+        )
+    for axis, (got, want) in enumerate(zip(shape, dims)):
+        if got == want:
+            continue
+        if type(want) is str:
+            seen = bound.setdefault(want, got)
+            if seen == got:
+                continue
+            raise InputError(
+                f"input {spec.name!r} has {got} at axis {axis} for dim {want!r}, but another "
+                f"input already set {want!r} = {seen}"
+            )
+        raise InputError(
+            f"input {spec.name!r} has shape {list(shape)}, expected {_fmt(dims)} "
+            f"(axis {axis} must be {want})"
+        )
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    return array
+
+
+def _fmt(dims: tuple) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"

@@ -1,0 +1,163 @@
+"""Targets are data: TOML presets in targets/, or a user's own preset file.
+
+Reading and listing presets needs no TVM import; `resolve_target` turns a preset into a TVM
+target for the build stage.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+PRESET_DIR = Path(os.environ.get("MLC_TARGETS_DIR", Path(__file__).resolve().parents[1] / "targets"))
+
+# LLVM feature name -> the name Linux shows in /proc/cpuinfo, for the features whose absence
+# makes compiled code die with SIGILL. The loader checks these before it runs anything.
+_X86_FEATURES = {
+    "sse4.1": "sse4_1",
+    "sse4.2": "sse4_2",
+    "avx": "avx",
+    "avx2": "avx2",
+    "fma": "fma",
+    "f16c": "f16c",
+    "avx512f": "avx512f",
+    "avx512bw": "avx512bw",
+    "avx512dq": "avx512dq",
+    "avx512vl": "avx512vl",
+    "avx512cd": "avx512cd",
+    "avx512vnni": "avx512_vnni",
+    "avx512bf16": "avx512_bf16",
+}
+
+
+@dataclass(frozen=True)
+class TargetPreset:
+    """A preset as written in its TOML file."""
+
+    name: str
+    path: Path
+    description: str
+    target: dict[str, Any]
+    arch: str
+    runtime_libs: tuple[str, ...]
+    cpu_features: tuple[str, ...] | str
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """A preset made concrete for this build: the TVM target and what the deploy host needs."""
+
+    preset: TargetPreset
+    target: dict[str, Any]
+    cpu_features: tuple[str, ...]
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {
+            "name": self.preset.name,
+            "tvm_target": self.target,
+            "requires": {"arch": self.preset.arch, "cpu_features": list(self.cpu_features)},
+        }
+
+
+def list_presets() -> list[TargetPreset]:
+    """Every preset in the preset directory, by name."""
+    return [load_preset(p.stem) for p in sorted(PRESET_DIR.glob("*.toml"))]
+
+
+def load_preset(name_or_path: str) -> TargetPreset:
+    """A preset by name (`x86`) or by the path of a TOML file."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or path.parent != Path("."):
+        if not path.is_file():
+            raise UsageError(f"target preset file {name_or_path!r} does not exist")
+    else:
+        path = PRESET_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            known = ", ".join(p.stem for p in sorted(PRESET_DIR.glob("*.toml")))
+            raise UsageError(
+                f"unknown target {name_or_path!r}; expected one of: {known}, "
+                "or the path of a preset .toml file",
+                hint="`mlc targets` lists the presets",
+            )
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"target preset {str(path)!r} is not valid TOML: {exc}") from None
+    return _parse_preset(path, data)
+
+
+def _parse_preset(path: Path, data: dict[str, Any]) -> TargetPreset:
+    def need(table: dict, key: str, kind: type, where: str) -> Any:
+        value = table.get(key)
+        if not isinstance(value, kind):
+            raise UsageError(
+                f"target preset {str(path)!r}: {where}{key} must be a {kind.__name__}, "
+                f"got {value!r}"
+            )
+        return value
+
+    target = need(data, "target", dict, "")
+    need(target, "kind", str, "target.")
+    runtime = need(data, "runtime", dict, "")
+    libs = need(runtime, "libs", list, "runtime.")
+    features = runtime.get("cpu_features", [])
+    if not (features == "host" or isinstance(features, list)):
+        raise UsageError(
+            f"target preset {str(path)!r}: runtime.cpu_features must be a list or \"host\", "
+            f"got {features!r}"
+        )
+    return TargetPreset(
+        name=path.stem,
+        path=path,
+        description=str(data.get("description", "")),
+        target=dict(target),
+        arch=need(runtime, "arch", str, "runtime."),
+        runtime_libs=tuple(libs),
+        cpu_features=features if isinstance(features, str) else tuple(features),
+    )
+
+
+def resolve_target(preset: TargetPreset) -> ResolvedTarget:
+    """Make a preset concrete: detect the host CPU where it asks for `host`."""
+    import tvm_ffi
+
+    import tvm  # noqa: F401  (registers the LLVM target functions)
+
+    target = dict(preset.target)
+    features = preset.cpu_features
+    if target.get("mcpu") == "host" or features == "host":
+        if platform.machine() not in ("x86_64", "AMD64"):
+            raise UsageError(
+                f"target {preset.name!r} detects the build host's x86-64 CPU, but this host is "
+                f"{platform.machine()}"
+            )
+        host_features = tvm_ffi.get_global_func("tvm.codegen.llvm.GetHostCPUFeatures")()
+        if target.get("mcpu") == "host":
+            target["mcpu"] = str(tvm_ffi.get_global_func("tvm.codegen.llvm.GetHostCPUName")())
+        if features == "host":
+            features = tuple(
+                proc for llvm, proc in _X86_FEATURES.items() if bool(host_features.get(llvm))
+            )
+    target.setdefault("num-cores", len(os.sched_getaffinity(0)))
+    try:
+        tvm_target = tvm.target.Target(target)
+    except Exception as exc:  # TVM raises several types for a bad target dict
+        raise UsageError(f"target preset {preset.name!r} has an invalid TVM target: {exc}") from None
+    return ResolvedTarget(preset=preset, target=dict(_plain(tvm_target.export())), cpu_features=features)
+
+
+def _plain(value: Any) -> Any:
+    """TVM containers -> JSON-friendly Python values."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "Array":
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
