@@ -139,7 +139,9 @@ def make_inputs(model, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndar
         elif spec.dtype.kind == "b":
             inputs[spec.name] = rng.integers(0, 2, shape).astype(bool)
         else:
-            raise UsageError(f"cannot make random data for input {spec.name!r} of dtype {spec.dtype}")
+            raise UsageError(
+                f"cannot make random data for input {spec.name!r} of dtype {spec.dtype}"
+            )
     return inputs
 
 
@@ -205,7 +207,9 @@ class BenchResult:
         return self.onnxruntime.median_ms / self.mlc.median_ms if self.onnxruntime else 0.0
 
     def rows(self) -> list[tuple[str, Latency]]:
-        return [("mlc", self.mlc)] + ([("onnxruntime", self.onnxruntime)] if self.onnxruntime else [])
+        return [("mlc", self.mlc)] + (
+            [("onnxruntime", self.onnxruntime)] if self.onnxruntime else []
+        )
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"threads": self.threads, "mlc": self.mlc.to_json()}

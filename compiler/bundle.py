@@ -44,7 +44,9 @@ def check_destination(out_dir: Path, force: bool) -> None:
                 f"output directory {str(out_dir)!r} already exists",
                 hint="pass --force to replace it, or choose another -o",
             )
-        if not out_dir.is_dir() or not (out_dir / MANIFEST_FILE).exists() and any(out_dir.iterdir()):
+        if not out_dir.is_dir() or (
+            not (out_dir / MANIFEST_FILE).exists() and any(out_dir.iterdir())
+        ):
             raise UsageError(
                 f"--force will only replace an mlc bundle, and {str(out_dir)!r} is not one",
                 hint="remove it yourself or choose another -o",
@@ -114,7 +116,7 @@ def _write_weights(path: Path, built: BuiltModel) -> list[dict[str, Any]]:
     offset = 0
     with open(path, "wb") as f:
         for w in built.weights:
-            pad = -offset % loader.WEIGHT_ALIGNMENT
+            pad = -offset % loader.ALIGNMENT
             f.write(b"\0" * pad)
             offset += pad
             data = w.array.tobytes() if not w.array.flags.c_contiguous else memoryview(w.array)
@@ -138,7 +140,9 @@ def _runtime_library(name: str) -> Path:
 
     path = Path(tvm.__file__).parent / "lib" / name
     if not path.is_file():
-        raise BundleError(f"runtime library {name!r} is not in the apache-tvm package at {path.parent}")
+        raise BundleError(
+            f"runtime library {name!r} is not in the apache-tvm package at {path.parent}"
+        )
     return path
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import EXIT_CHECK, EXIT_INTERNAL, MlcError, UsageError
+from .errors import EXIT_CHECK, EXIT_INTERNAL, MlcError
 
 
 def _fail(message: str, hint: str | None, code: int) -> None:
@@ -96,14 +96,36 @@ def main():
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Bundle directory to create.")
-@click.option("--target", default="x86", show_default=True,
-              help="Target preset name (see `mlc targets`) or path of a preset .toml file.")
-@click.option("--input-shape", "input_shapes", multiple=True, callback=_parse_shape,
-              metavar="NAME:DIMS", help="Pin an input's shape, e.g. x:1x3x224x224. Repeatable.")
-@click.option("--dim", "dims", multiple=True, callback=_parse_dims, metavar="NAME=VALUE",
-              help="Pin a named symbolic dimension, e.g. batch=1. Repeatable.")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Bundle directory to create.",
+)
+@click.option(
+    "--target",
+    default="x86",
+    show_default=True,
+    help="Target preset name (see `mlc targets`) or path of a preset .toml file.",
+)
+@click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    callback=_parse_shape,
+    metavar="NAME:DIMS",
+    help="Pin an input's shape, e.g. x:1x3x224x224. Repeatable.",
+)
+@click.option(
+    "--dim",
+    "dims",
+    multiple=True,
+    callback=_parse_dims,
+    metavar="NAME=VALUE",
+    help="Pin a named symbolic dimension, e.g. batch=1. Repeatable.",
+)
 @click.option("--force", is_flag=True, help="Replace the output directory if it is a bundle.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
@@ -114,7 +136,9 @@ def compile(model, out_dir, target, input_shapes, dims, force, as_json, quiet):
     from .options import CompileOptions
 
     options = CompileOptions(target=target, input_shapes=input_shapes, dims=dims)
-    result = compile_model(model, out_dir, options, force=force, progress=_progress(quiet or as_json))
+    result = compile_model(
+        model, out_dir, options, force=force, progress=_progress(quiet or as_json)
+    )
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -145,7 +169,9 @@ def inspect(model, as_json):
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
         return
-    click.echo(f"model     {model}  (IR v{report.ir_version}, {report.producer or 'unknown producer'})")
+    click.echo(
+        f"model     {model}  (IR v{report.ir_version}, {report.producer or 'unknown producer'})"
+    )
     click.echo("opsets    " + ", ".join(f"{d} {v}" for d, v in report.opsets.items()))
     for t in report.inputs:
         click.echo(f"input     {_fmt_tensor(t.to_json())}")
@@ -158,24 +184,44 @@ def inspect(model, as_json):
     if report.unsupported:
         click.echo(f"unsupported ({len(report.unsupported)} nodes):")
         for n in report.unsupported:
-            click.echo(f"  {n.op_type:20} node {n.name or '<unnamed>'!r}  domain {n.domain or 'ai.onnx'}")
+            click.echo(
+                f"  {n.op_type:20} node {n.name or '<unnamed>'!r}  domain {n.domain or 'ai.onnx'}"
+            )
     else:
         click.echo("unsupported: none")
 
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path),
-              help=".npz of inputs by name (or .npy for a single input). Default: random, seeded.")
-@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the outputs to this .npz file.")
-@click.option("--check", "check_model", type=click.Path(dir_okay=False, path_type=Path),
-              help="Compare every output with onnxruntime running this ONNX model.")
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=".npz of inputs by name (or .npy for a single input). Default: random, seeded.",
+)
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the outputs to this .npz file.",
+)
+@click.option(
+    "--check",
+    "check_model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Compare every output with onnxruntime running this ONNX model.",
+)
 @click.option("--rtol", default=1e-4, show_default=True, help="Relative tolerance for --check.")
 @click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance for --check.")
 @click.option("--seed", default=0, show_default=True, help="Seed for random inputs.")
-@click.option("--dim", "dims", multiple=True, callback=_parse_dims, metavar="NAME=VALUE",
-              help="Size of a symbolic dim for random inputs (default 1). Repeatable.")
+@click.option(
+    "--dim",
+    "dims",
+    multiple=True,
+    callback=_parse_dims,
+    metavar="NAME=VALUE",
+    help="Size of a symbolic dim for random inputs (default 1). Repeatable.",
+)
 @click.option("--threads", type=click.IntRange(min=1), help="Worker threads (default: all CPUs).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @handle_errors
@@ -190,16 +236,22 @@ def run(bundle, input_path, output_path, check_model, rtol, atol, seed, dims, th
     outputs = run_model(model, inputs)
     if output_path:
         np.savez(output_path, **outputs)
-    report = {"outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in outputs.items()}}
+    report = {
+        "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in outputs.items()}
+    }
     comparison = None
     if check_model:
         from .reference import compare, run_reference
 
         named = inputs if "" not in inputs else {model.input_names[0]: inputs[""]}
         comparison = compare(outputs, run_reference(check_model, named), rtol, atol)
-        report["check"] = {"ok": comparison.ok, "max_abs_diff": comparison.max_abs_diff,
-                           "rtol": rtol, "atol": atol,
-                           "mismatches": [vars(m) for m in comparison.mismatches]}
+        report["check"] = {
+            "ok": comparison.ok,
+            "max_abs_diff": comparison.max_abs_diff,
+            "rtol": rtol,
+            "atol": atol,
+            "mismatches": [vars(m) for m in comparison.mismatches],
+        }
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -220,18 +272,35 @@ def run(bundle, input_path, output_path, check_model, rtol, atol, seed, dims, th
                 )
             sys.exit(EXIT_CHECK)
         if not as_json:
-            click.echo(f"check passed: all outputs match onnxruntime (rtol {rtol:g}, atol {atol:g})")
+            click.echo(
+                f"check passed: all outputs match onnxruntime (rtol {rtol:g}, atol {atol:g})"
+            )
 
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--compare", "compare_model", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also time onnxruntime on this ONNX model with the same inputs and threads.")
+@click.option(
+    "--compare",
+    "compare_model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also time onnxruntime on this ONNX model with the same inputs and threads.",
+)
 @click.option("--threads", type=click.IntRange(min=1), help="Worker threads (default: all CPUs).")
-@click.option("--seconds", default=2.0, show_default=True, type=click.FloatRange(min=0.01),
-              help="Minimum measuring time per engine.")
-@click.option("--dim", "dims", multiple=True, callback=_parse_dims, metavar="NAME=VALUE",
-              help="Size of a symbolic dim for the inputs (default 1). Repeatable.")
+@click.option(
+    "--seconds",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Minimum measuring time per engine.",
+)
+@click.option(
+    "--dim",
+    "dims",
+    multiple=True,
+    callback=_parse_dims,
+    metavar="NAME=VALUE",
+    help="Size of a symbolic dim for the inputs (default 1). Repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @handle_errors
 def bench(bundle, compare_model, threads, seconds, dims, as_json):
@@ -245,10 +314,14 @@ def bench(bundle, compare_model, threads, seconds, dims, as_json):
     click.echo(f"threads {result.threads}")
     click.echo(f"{'engine':12} {'runs':>7} {'min ms':>9} {'median ms':>10} {'p90 ms':>9}")
     for name, lat in result.rows():
-        click.echo(f"{name:12} {lat.runs:7d} {lat.min_ms:9.4f} {lat.median_ms:10.4f} {lat.p90_ms:9.4f}")
+        click.echo(
+            f"{name:12} {lat.runs:7d} {lat.min_ms:9.4f} {lat.median_ms:10.4f} {lat.p90_ms:9.4f}"
+        )
     if result.onnxruntime:
-        click.echo(f"speed vs onnxruntime (median): {result.ratio:.3f}x "
-                   f"({'faster' if result.ratio >= 1 else 'slower'})")
+        click.echo(
+            f"speed vs onnxruntime (median): {result.ratio:.3f}x "
+            f"({'faster' if result.ratio >= 1 else 'slower'})"
+        )
 
 
 @main.command()
@@ -260,8 +333,20 @@ def targets(as_json):
 
     presets = list_presets()
     if as_json:
-        click.echo(json.dumps([{"name": p.name, "description": p.description, "path": str(p.path),
-                                "target": p.target} for p in presets], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": p.name,
+                        "description": p.description,
+                        "path": str(p.path),
+                        "target": p.target,
+                    }
+                    for p in presets
+                ],
+                indent=2,
+            )
+        )
         return
     for p in presets:
         click.echo(f"{p.name:12} {p.description}")

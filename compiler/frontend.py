@@ -231,8 +231,10 @@ def import_model(model) -> ImportedModel:
 
 def symbolic_dims_hint(dims: dict[str, tuple[str, ...]]) -> str:
     """The flags that pin the given symbolic dims."""
-    return "pin them: " + " ".join(f"--dim {d}=VALUE" for d in dims) + (
-        " (or --input-shape NAME:1x3x224x224)"
+    return (
+        "pin them: "
+        + " ".join(f"--dim {d}=VALUE" for d in dims)
+        + (" (or --input-shape NAME:1x3x224x224)")
     )
 
 

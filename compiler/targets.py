@@ -15,7 +15,9 @@ from typing import Any
 
 from .errors import UsageError
 
-PRESET_DIR = Path(os.environ.get("MLC_TARGETS_DIR", Path(__file__).resolve().parents[1] / "targets"))
+PRESET_DIR = Path(
+    os.environ.get("MLC_TARGETS_DIR", Path(__file__).resolve().parents[1] / "targets")
+)
 
 # LLVM feature name -> the name Linux shows in /proc/cpuinfo, for the features whose absence
 # makes compiled code die with SIGILL. The loader checks these before it runs anything.
@@ -109,7 +111,7 @@ def _parse_preset(path: Path, data: dict[str, Any]) -> TargetPreset:
     features = runtime.get("cpu_features", [])
     if not (features == "host" or isinstance(features, list)):
         raise UsageError(
-            f"target preset {str(path)!r}: runtime.cpu_features must be a list or \"host\", "
+            f'target preset {str(path)!r}: runtime.cpu_features must be a list or "host", '
             f"got {features!r}"
         )
     return TargetPreset(
@@ -125,9 +127,8 @@ def _parse_preset(path: Path, data: dict[str, Any]) -> TargetPreset:
 
 def resolve_target(preset: TargetPreset) -> ResolvedTarget:
     """Make a preset concrete: detect the host CPU where it asks for `host`."""
+    import tvm
     import tvm_ffi
-
-    import tvm  # noqa: F401  (registers the LLVM target functions)
 
     target = dict(preset.target)
     features = preset.cpu_features
@@ -148,8 +149,12 @@ def resolve_target(preset: TargetPreset) -> ResolvedTarget:
     try:
         tvm_target = tvm.target.Target(target)
     except Exception as exc:  # TVM raises several types for a bad target dict
-        raise UsageError(f"target preset {preset.name!r} has an invalid TVM target: {exc}") from None
-    return ResolvedTarget(preset=preset, target=dict(_plain(tvm_target.export())), cpu_features=features)
+        raise UsageError(
+            f"target preset {preset.name!r} has an invalid TVM target: {exc}"
+        ) from None
+    return ResolvedTarget(
+        preset=preset, target=dict(_plain(tvm_target.export())), cpu_features=features
+    )
 
 
 def _plain(value: Any) -> Any:

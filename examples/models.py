@@ -5,6 +5,7 @@ Run as a script to (re)write the bundled example: `python examples/models.py exa
 
 from __future__ import annotations
 
+import itertools
 import sys
 
 import numpy as np
@@ -16,7 +17,9 @@ OPSET = 17
 
 
 def _model(graph: onnx.GraphProto, opset: int = OPSET) -> onnx.ModelProto:
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)], producer_name="mlc-tests")
+    model = h.make_model(
+        graph, opset_imports=[h.make_opsetid("", opset)], producer_name="mlc-tests"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
@@ -44,12 +47,25 @@ def convnet(batch: int | str = "N", size: int = 16) -> onnx.ModelProto:
     x, c_in = "x", 3
     for i, c_out in enumerate((8, 16)):
         nodes += [
-            h.make_node("Conv", [x, w.add(f"conv{i}.w", (c_out, c_in, 3, 3))], [f"c{i}"],
-                        pads=[1, 1, 1, 1], name=f"conv{i}"),
-            h.make_node("BatchNormalization",
-                        [f"c{i}", w.add(f"bn{i}.g", (c_out,), 0.1, 1.0), w.add(f"bn{i}.b", (c_out,)),
-                         w.add(f"bn{i}.m", (c_out,)), w.add(f"bn{i}.v", (c_out,), 0.05, 1.0)],
-                        [f"b{i}"], name=f"bn{i}"),
+            h.make_node(
+                "Conv",
+                [x, w.add(f"conv{i}.w", (c_out, c_in, 3, 3))],
+                [f"c{i}"],
+                pads=[1, 1, 1, 1],
+                name=f"conv{i}",
+            ),
+            h.make_node(
+                "BatchNormalization",
+                [
+                    f"c{i}",
+                    w.add(f"bn{i}.g", (c_out,), 0.1, 1.0),
+                    w.add(f"bn{i}.b", (c_out,)),
+                    w.add(f"bn{i}.m", (c_out,)),
+                    w.add(f"bn{i}.v", (c_out,), 0.05, 1.0),
+                ],
+                [f"b{i}"],
+                name=f"bn{i}",
+            ),
             h.make_node("Relu", [f"b{i}"], [f"r{i}"], name=f"relu{i}"),
         ]
         x, c_in = f"r{i}", c_out
@@ -59,11 +75,17 @@ def convnet(batch: int | str = "N", size: int = 16) -> onnx.ModelProto:
     nodes += [
         h.make_node("GlobalAveragePool", [x], ["gap"]),
         h.make_node("Flatten", ["gap"], ["flat"]),
-        h.make_node("Gemm", ["flat", w.add("fc.w", (10, c_in)), w.add("fc.b", (10,))], ["logits"],
-                    transB=1, name="fc"),
+        h.make_node(
+            "Gemm",
+            ["flat", w.add("fc.w", (10, c_in)), w.add("fc.b", (10,))],
+            ["logits"],
+            transB=1,
+            name="fc",
+        ),
     ]
     graph = h.make_graph(
-        nodes, "convnet",
+        nodes,
+        "convnet",
         [h.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, size, size])],
         [h.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
         w.items,
@@ -75,7 +97,7 @@ def mlp(batch: int | str = 1, sizes=(64, 128, 128, 10)) -> onnx.ModelProto:
     """MatMul + Add + Relu layers."""
     w = _Weights(1)
     nodes, x = [], "x"
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         nodes.append(h.make_node("MatMul", [x, w.add(f"w{i}", (a, b))], [f"m{i}"]))
         nodes.append(h.make_node("Add", [f"m{i}", w.add(f"b{i}", (b,))], [f"a{i}"]))
         x = f"a{i}"
@@ -84,7 +106,8 @@ def mlp(batch: int | str = 1, sizes=(64, 128, 128, 10)) -> onnx.ModelProto:
             x = f"r{i}"
     nodes.append(h.make_node("Identity", [x], ["y"]))
     graph = h.make_graph(
-        nodes, "mlp",
+        nodes,
+        "mlp",
         [h.make_tensor_value_info("x", TensorProto.FLOAT, [batch, sizes[0]])],
         [h.make_tensor_value_info("y", TensorProto.FLOAT, [batch, sizes[-1]])],
         w.items,
@@ -104,9 +127,15 @@ def transformer_block(seq: int = 16, dim: int = 32, heads: int = 4) -> onnx.Mode
         return name
 
     def layernorm(x, name):
-        n.append(h.make_node("LayerNormalization",
-                             [x, w.add(f"{name}.g", (dim,), 0.1, 1.0), w.add(f"{name}.b", (dim,))],
-                             [name], axis=-1, epsilon=1e-5))
+        n.append(
+            h.make_node(
+                "LayerNormalization",
+                [x, w.add(f"{name}.g", (dim,), 0.1, 1.0), w.add(f"{name}.b", (dim,))],
+                [name],
+                axis=-1,
+                epsilon=1e-5,
+            )
+        )
         return name
 
     heads_shape = w.const("heads_shape", np.array([1, seq, heads, hd], np.int64))
@@ -143,7 +172,8 @@ def transformer_block(seq: int = 16, dim: int = 32, heads: int = 4) -> onnx.Mode
     linear("gelu", "fc2", 4 * dim, dim)
     n.append(h.make_node("Add", ["res1", "fc2"], ["y"]))
     graph = h.make_graph(
-        n, "encoder",
+        n,
+        "encoder",
         [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, dim])],
         [h.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, dim])],
         w.items,
@@ -164,14 +194,19 @@ def multi_io() -> onnx.ModelProto:
         h.make_node("ReduceSum", ["ids32"], ["id_sum"], keepdims=0),
     ]
     graph = h.make_graph(
-        nodes, "multi_io",
-        [h.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
-         h.make_tensor_value_info("ids", TensorProto.INT64, [2, 3]),
-         h.make_tensor_value_info("mask", TensorProto.BOOL, [2, 3, 4])],
-        [h.make_tensor_value_info("mixed", TensorProto.FLOAT, [2, 3, 4]),
-         h.make_tensor_value_info("best", TensorProto.INT64, [2, 3]),
-         h.make_tensor_value_info("positive", TensorProto.BOOL, [2, 3, 4]),
-         h.make_tensor_value_info("id_sum", TensorProto.INT32, [])],
+        nodes,
+        "multi_io",
+        [
+            h.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+            h.make_tensor_value_info("ids", TensorProto.INT64, [2, 3]),
+            h.make_tensor_value_info("mask", TensorProto.BOOL, [2, 3, 4]),
+        ],
+        [
+            h.make_tensor_value_info("mixed", TensorProto.FLOAT, [2, 3, 4]),
+            h.make_tensor_value_info("best", TensorProto.INT64, [2, 3]),
+            h.make_tensor_value_info("positive", TensorProto.BOOL, [2, 3, 4]),
+            h.make_tensor_value_info("id_sum", TensorProto.INT32, []),
+        ],
         w.items,
     )
     return _model(graph)
@@ -180,9 +215,12 @@ def multi_io() -> onnx.ModelProto:
 def add_one(shape=(1, 4)) -> onnx.ModelProto:
     """One Add: the model that measures the loader's per-call overhead."""
     graph = h.make_graph(
-        [h.make_node("Add", ["x", "y"], ["z"])], "add",
-        [h.make_tensor_value_info("x", TensorProto.FLOAT, list(shape)),
-         h.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))],
+        [h.make_node("Add", ["x", "y"], ["z"])],
+        "add",
+        [
+            h.make_tensor_value_info("x", TensorProto.FLOAT, list(shape)),
+            h.make_tensor_value_info("y", TensorProto.FLOAT, list(shape)),
+        ],
         [h.make_tensor_value_info("z", TensorProto.FLOAT, list(shape))],
     )
     return _model(graph)
@@ -195,8 +233,11 @@ def big_mlp(megabytes: int = 100) -> onnx.ModelProto:
 
 
 MODELS = {
-    "convnet": convnet, "mlp": mlp, "transformer": transformer_block,
-    "multi_io": multi_io, "add": add_one,
+    "convnet": convnet,
+    "mlp": mlp,
+    "transformer": transformer_block,
+    "multi_io": multi_io,
+    "add": add_one,
 }
 
 if __name__ == "__main__":

@@ -29,12 +29,12 @@ LIBRARY_FILE = "model.so"
 WEIGHTS_FILE = "weights.bin"
 LOADER_FILE = "loader.py"
 RUNTIME_DIR = "lib"
-WEIGHT_ALIGNMENT = 64
+ALIGNMENT = 64  # bytes; TVM's kernels assume it for every tensor
 
 _DEVICE_TYPES = {"cpu": 1}
 _POOLED_ALLOCATOR = 2
 _runtime_lock = threading.Lock()
-_loaded_runtime_libs: dict[str, ctypes.CDLL] = {}
+_loaded_runtime_libs: list[ctypes.CDLL] = []  # kept alive for the process's lifetime
 
 
 class BundleError(RuntimeError):
@@ -64,7 +64,9 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(manifest_path.read_text())
     except FileNotFoundError:
-        raise BundleError(f"{str(bundle)!r} is not an mlc bundle: it has no {MANIFEST_FILE}") from None
+        raise BundleError(
+            f"{str(bundle)!r} is not an mlc bundle: it has no {MANIFEST_FILE}"
+        ) from None
     except (OSError, ValueError) as exc:
         raise BundleError(f"cannot read {manifest_path}: {exc}") from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
@@ -127,24 +129,27 @@ def _load_runtime(bundle: Path, manifest: dict[str, Any]) -> None:
     # TVM sizes its thread pool when the runtime starts; pin it to what this process may use
     # instead of TVM's default of half the hardware threads.
     os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-    import tvm_ffi  # noqa: F401  (loads libtvm_ffi.so, which the runtime links against)
+    import tvm_ffi  # loads libtvm_ffi.so, which the runtime links against
 
     with _runtime_lock:
+        # One TVM runtime per process: a second copy would register its global functions again.
+        # It may already be here from an earlier bundle, or from an imported `tvm` package.
+        if tvm_ffi.get_global_func("runtime.NumThreads", allow_missing=True) is not None:
+            return
         for name in manifest["runtime_libs"]:
-            if name in _loaded_runtime_libs:
-                continue  # one copy per process: the runtime registers global functions
-            _loaded_runtime_libs[name] = ctypes.CDLL(
-                str(bundle / RUNTIME_DIR / name), mode=ctypes.RTLD_GLOBAL
+            _loaded_runtime_libs.append(
+                ctypes.CDLL(str(bundle / RUNTIME_DIR / name), mode=ctypes.RTLD_GLOBAL)
             )
 
 
 class _Spec:
-    __slots__ = ("dims", "dtype", "name")
+    __slots__ = ("dims", "dtype", "name", "static")
 
     def __init__(self, entry: dict[str, Any]):
         self.name = entry["name"]
         self.dtype = np.dtype(entry["dtype"])
         self.dims = tuple(entry["shape"])  # ints, or strings naming symbolic dims
+        self.static = self.dims if all(type(d) is int for d in self.dims) else None
 
     def describe(self) -> str:
         return f"{self.name}: {self.dtype}[{', '.join(str(d) for d in self.dims)}]"
@@ -194,30 +199,44 @@ class Model:
             tensors.append(self._tvm_ffi.from_dlpack(view.reshape(e["shape"])))
         return tensors
 
-    def _vm_main(self):
-        main = getattr(self._local, "main", None)
-        if main is None:
+    def _thread_state(self) -> _ThreadState:
+        state = getattr(self._local, "state", None)
+        if state is None:
             with self._create_lock:
                 vm = self._library["vm_load_executable"]()
                 dev = self._device_type
                 vm["vm_initialization"](dev, 0, _POOLED_ALLOCATOR, 1, 0, _POOLED_ALLOCATOR)
             if self._threads is not None:
                 self._tvm_ffi.get_global_func("runtime.config_threadpool")(0, self._threads)
-            self._local.vm = vm
-            main = self._local.main = vm["main"]
-        return main
+            state = self._local.state = _ThreadState(vm, len(self.inputs), self._tvm_ffi)
+        return state
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
         """Run the model. Inputs by position or by name; returns {output name: array}."""
-        arrays = self._arrange(args, kwargs)
+        state = self._thread_state()
         from_dlpack = self._tvm_ffi.from_dlpack
-        result = self._vm_main()(*[from_dlpack(a) for a in arrays], *self._weights)
+        bound: dict[str, int] = {}
+        tensors = []
+        for index, (spec, value) in enumerate(zip(self.inputs, self._arrange(args, kwargs))):
+            array = _check(spec, value, bound)
+            tensor = from_dlpack(array)
+            if tensor.data_ptr() % ALIGNMENT:
+                tensor = state.stage(index, array)
+            tensors.append(tensor)
+        result = state.main(*tensors, *self._weights)
         if len(self.outputs) == 1:
-            return {self.output_names[0]: np.from_dlpack(result)}
-        return {name: np.from_dlpack(t) for name, t in zip(self.output_names, result)}
+            return {self.output_names[0]: _to_numpy(result, tensors)}
+        return {name: _to_numpy(t, tensors) for name, t in zip(self.output_names, result)}
 
-    def _arrange(self, args: tuple, kwargs: dict) -> list[np.ndarray]:
+    def _arrange(self, args: tuple, kwargs: dict) -> list[Any]:
         specs = self.inputs
+        if not args and len(kwargs) == len(specs):
+            try:
+                return [kwargs[name] for name in self.input_names]
+            except KeyError:
+                pass  # fall through to the checks that name the problem
+        elif not kwargs and len(args) == len(specs):
+            return list(args)
         if len(args) > len(specs):
             raise InputError(f"model takes {len(specs)} inputs, {len(args)} were given")
         given: list[Any] = list(args) + [None] * (len(specs) - len(args))
@@ -229,13 +248,43 @@ class Model:
             if given[index] is not None:
                 raise InputError(f"input {name!r} was given twice")
             given[index] = value
-        bound: dict[str, int] = {}
-        arrays = []
         for spec, value in zip(specs, given):
             if value is None:
                 raise InputError(f"missing input {spec.name!r} ({spec.describe()})")
-            arrays.append(_check(spec, value, bound))
-        return arrays
+        return given
+
+
+class _ThreadState:
+    """One VM per calling thread (a VM is not re-entrant), and aligned staging buffers."""
+
+    def __init__(self, vm: Any, num_inputs: int, tvm_ffi: Any):
+        self.vm = vm
+        self.main = vm["main"]
+        self._from_dlpack = tvm_ffi.from_dlpack
+        self._staging: list[tuple[np.ndarray, Any] | None] = [None] * num_inputs
+
+    def stage(self, index: int, array: np.ndarray) -> Any:
+        """Copy `array` into a reused 64-byte-aligned buffer: compiled kernels assume that
+        alignment and use aligned vector loads, which fault on numpy's 16-byte alignment."""
+        staged = self._staging[index]
+        if staged is None or staged[0].shape != array.shape or staged[0].dtype != array.dtype:
+            raw = np.empty(array.nbytes + ALIGNMENT, dtype=np.uint8)
+            start = -raw.ctypes.data % ALIGNMENT
+            buffer = raw[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
+            staged = self._staging[index] = (buffer, self._from_dlpack(buffer))
+        np.copyto(staged[0], array)
+        return staged[1]
+
+
+def _to_numpy(tensor: Any, inputs: list[Any]) -> np.ndarray:
+    """The output as numpy, copied if the model returned one of its inputs unchanged, so that
+    outputs never alias the caller's arrays or the reused staging buffers."""
+    array = np.from_dlpack(tensor)
+    ptr = tensor.data_ptr()
+    for t in inputs:
+        if t.data_ptr() == ptr:
+            return array.copy()
+    return array
 
 
 def _check(spec: _Spec, value: Any, bound: dict[str, int]) -> np.ndarray:
@@ -245,7 +294,14 @@ def _check(spec: _Spec, value: Any, bound: dict[str, int]) -> np.ndarray:
             f"input {spec.name!r} has dtype {array.dtype}, expected {spec.dtype} "
             f"(convert with .astype(np.{spec.dtype}))"
         )
-    shape = array.shape
+    if array.shape != spec.static:
+        _check_shape(spec, array.shape, bound)
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    return array
+
+
+def _check_shape(spec: _Spec, shape: tuple[int, ...], bound: dict[str, int]) -> None:
     dims = spec.dims
     if len(shape) != len(dims):
         raise InputError(
@@ -267,9 +323,6 @@ def _check(spec: _Spec, value: Any, bound: dict[str, int]) -> np.ndarray:
             f"input {spec.name!r} has shape {list(shape)}, expected {_fmt(dims)} "
             f"(axis {axis} must be {want})"
         )
-    if not array.flags.c_contiguous:
-        array = np.ascontiguousarray(array)
-    return array
 
 
 def _fmt(dims: tuple) -> str:
