@@ -65,15 +65,24 @@ def compile_model(
     preset = load_preset(options.target)  # a bad target fails before any compile time
     timer = _Timer()
 
-    from .frontend import check_convertible, import_model, inspect_model, pin_shapes, read_onnx
+    from .frontend import (
+        check_convertible,
+        import_model,
+        inspect_model,
+        pin_shapes,
+        read_onnx,
+        validate,
+    )
 
     with timer("import"):
         say(f"reading {model_path}")
         model = read_onnx(model_path)
         check_convertible(inspect_model(model, str(model_path)))
+        validate(model, model_path)
         pinned = pin_shapes(model, options.input_shapes, options.dims)
         say("importing into Relax")
         imported = import_model(pinned)
+        del model, pinned  # the Relax module holds the weights now; free the protobuf copy
 
     from .build import build
     from .bundle import write_bundle
@@ -111,6 +120,8 @@ def load_bundle(bundle_dir: str | Path, threads: int | None = None):
     """Load a bundle with the loader it ships, exactly as a deploy host would."""
     bundle_dir = Path(bundle_dir)
     loader_path = bundle_dir / "loader.py"
+    if not bundle_dir.is_dir():
+        raise BundleError(f"bundle directory {str(bundle_dir)!r} does not exist")
     if not loader_path.is_file():
         raise BundleError(f"{str(bundle_dir)!r} is not an mlc bundle: it has no loader.py")
     name = f"_mlc_bundle_loader_{abs(hash(loader_path.resolve()))}"

@@ -79,7 +79,8 @@ def build(imported: ImportedModel, target: ResolvedTarget, options: CompileOptio
         weight_vars = list(main.params)[num_input:]
         values = params.get("main", [])
         weights = tuple(
-            Weight(str(var.name), value.numpy()) for var, value in zip(weight_vars, values)
+            Weight(str(var.name), np.from_dlpack(value))  # zero-copy view of TVM's tensor
+            for var, value in zip(weight_vars, values)
         )
         with tvm.transform.PassContext(opt_level=3):
             executable = tvm.compile(

@@ -353,4 +353,4 @@ def targets(as_json):
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="mlc")

@@ -77,7 +77,7 @@ class ImportedModel:
 
 
 def read_onnx(path: str | Path):
-    """Load an ONNX file, turning every way it can be broken into a one-line ModelError."""
+    """Parse an ONNX file, turning every way it can be broken into a one-line ModelError."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -97,14 +97,20 @@ def read_onnx(path: str | Path):
         raise ModelError(f"cannot read ONNX model {str(path)!r}: {_first_line(exc)}") from None
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{str(path)!r} is not an ONNX model: it has no graph")
+    return model
+
+
+def validate(model, path: str | Path) -> None:
+    """onnx's own checker; run after `check_convertible`, which names unknown ops better."""
+    import onnx
+
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx raises ValidationError and C++ errors alike
         raise ModelError(
             f"{str(path)!r} is not a valid ONNX model: {_first_line(exc)}",
-            hint="the file may be truncated; re-export it",
+            hint="the file may be truncated or damaged; re-export it",
         ) from None
-    return model
 
 
 def inspect_model(model, path: str = "") -> ModelReport:
@@ -162,10 +168,8 @@ def check_convertible(report: ModelReport) -> None:
 
 
 def pin_shapes(model, input_shapes: dict[str, tuple], dims: dict[str, int]):
-    """Return a copy of `model` with input shapes and named dims fixed, ORT-style."""
-    import onnx
-
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    """Fix input shapes and named dims in `model`, ORT-style; modifies and returns `model`
+    (a copy of a large model's weights would cost its size again in memory)."""
     graph = model.graph
     init_names = {i.name for i in graph.initializer}
     inputs = {v.name: v for v in graph.input if v.name not in init_names}

@@ -146,6 +146,7 @@ def resolve_target(preset: TargetPreset) -> ResolvedTarget:
                 proc for llvm, proc in _X86_FEATURES.items() if bool(host_features.get(llvm))
             )
     target.setdefault("num-cores", len(os.sched_getaffinity(0)))
+    _check_llvm_cpu(preset.name, target)
     try:
         tvm_target = tvm.target.Target(target)
     except Exception as exc:  # TVM raises several types for a bad target dict
@@ -155,6 +156,22 @@ def resolve_target(preset: TargetPreset) -> ResolvedTarget:
     return ResolvedTarget(
         preset=preset, target=dict(_plain(tvm_target.export())), cpu_features=features
     )
+
+
+def _check_llvm_cpu(name: str, target: dict[str, Any]) -> None:
+    """LLVM quietly falls back to generic code for a CPU name it does not know: refuse it."""
+    import tvm_ffi
+
+    cpu = target.get("mcpu")
+    if target["kind"] != "llvm" or not cpu:
+        return
+    triple = target.get("mtriple") or tvm_ffi.get_global_func("target.llvm_get_system_triple")()
+    if not tvm_ffi.get_global_func("target.llvm_is_valid_cpu")(cpu, triple):
+        raise UsageError(
+            f"target preset {name!r} has an invalid TVM target: LLVM does not know CPU {cpu!r} "
+            f"for {triple}",
+            hint="`llc -mtriple=TRIPLE -mcpu=help` lists the CPU names",
+        )
 
 
 def _plain(value: Any) -> Any:
