@@ -37,7 +37,9 @@ def bundles(model_dir, tmp_path_factory):
 
     def compile_once(name: str) -> Path:
         if name not in cache:
-            cache[name] = compile_model(model_dir / f"{name}.onnx", out / name, CompileOptions()).bundle
+            cache[name] = compile_model(
+                model_dir / f"{name}.onnx", out / name, CompileOptions()
+            ).bundle
         return cache[name]
 
     return compile_once
@@ -72,5 +74,8 @@ def mlc_subprocess(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run the CLI as a user would, in its own process (a crash cannot take pytest down)."""
     return subprocess.run(
         [sys.executable, "-m", "compiler.cli", *map(str, args)],
-        capture_output=True, text=True, cwd=ROOT, **kwargs,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        **kwargs,
     )

@@ -23,7 +23,8 @@ def test_help_runs(command):
 
 def _model(path, nodes, opset=17, extra_opsets=(), ir_version=8):
     graph = h.make_graph(
-        nodes, "g",
+        nodes,
+        "g",
         [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [h.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
     )
@@ -36,12 +37,16 @@ def _model(path, nodes, opset=17, extra_opsets=(), ir_version=8):
 
 @pytest.fixture
 def unsupported_model(tmp_path):
-    return _model(tmp_path / "unsup.onnx", [
-        h.make_node("Relu", ["x"], ["a"], name="r1"),
-        h.make_node("FancyOp", ["a"], ["b"], name="fancy1", domain="com.acme"),
-        h.make_node("Foo", ["b"], ["c"], name="foo1"),
-        h.make_node("FancyOp", ["c"], ["y"], name="fancy2", domain="com.acme"),
-    ], extra_opsets=["com.acme"])
+    return _model(
+        tmp_path / "unsup.onnx",
+        [
+            h.make_node("Relu", ["x"], ["a"], name="r1"),
+            h.make_node("FancyOp", ["a"], ["b"], name="fancy1", domain="com.acme"),
+            h.make_node("Foo", ["b"], ["c"], name="foo1"),
+            h.make_node("FancyOp", ["c"], ["y"], name="fancy2", domain="com.acme"),
+        ],
+        extra_opsets=["com.acme"],
+    )
 
 
 def _error(result) -> list[str]:
@@ -117,15 +122,25 @@ def test_old_opset(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("flag, message", [
-    (["--input-shape", "x:1x3"], "error: --input-shape x:1x3 has 2 dims, but input 'x' has 4"),
-    (["--input-shape", "y:1x3x16x16"],
-     "error: --input-shape names input 'y', which the model does not have; its inputs are: x"),
-    (["--input-shape", "x:1x4x16x16"],
-     "error: --input-shape gives 4 for axis 1 of input 'x', which the model fixes at 3"),
-    (["--dim", "B=2"], "error: --dim names 'B', which is not a dimension of any input; "
-                       "the model's named dims are: N"),
-])
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        (["--input-shape", "x:1x3"], "error: --input-shape x:1x3 has 2 dims, but input 'x' has 4"),
+        (
+            ["--input-shape", "y:1x3x16x16"],
+            "error: --input-shape names input 'y', which the model does not have; its inputs are: x",
+        ),
+        (
+            ["--input-shape", "x:1x4x16x16"],
+            "error: --input-shape gives 4 for axis 1 of input 'x', which the model fixes at 3",
+        ),
+        (
+            ["--dim", "B=2"],
+            "error: --dim names 'B', which is not a dimension of any input; "
+            "the model's named dims are: N",
+        ),
+    ],
+)
 def test_bad_shape_options(tmp_path, model_dir, flag, message):
     r = mlc("compile", model_dir / "convnet.onnx", "-o", tmp_path / "out", *flag)
     assert r.exit_code == 2
@@ -136,8 +151,10 @@ def test_bad_shape_options(tmp_path, model_dir, flag, message):
 def test_malformed_input_shape_syntax(tmp_path, model_dir):
     r = mlc("compile", model_dir / "convnet.onnx", "-o", tmp_path / "out", "--input-shape", "x=1x3")
     assert r.exit_code == 2
-    assert ("Invalid value for '--input-shape': 'x=1x3' is not NAME:DIMS, expected e.g. "
-            "input:1x3x224x224 (positive sizes)") in r.stderr
+    assert (
+        "Invalid value for '--input-shape': 'x=1x3' is not NAME:DIMS, expected e.g. "
+        "input:1x3x224x224 (positive sizes)"
+    ) in r.stderr
 
 
 def test_unknown_target(tmp_path, model_dir):
@@ -204,6 +221,7 @@ def test_run_check_passes_and_writes_outputs(tmp_path, bundles, model_dir):
 def test_run_check_fails_with_worst_element(tmp_path, bundles):
     # Same signature, different weights: the check must catch it.
     import sys
+
     sys.path.insert(0, str(__import__("conftest").ROOT / "examples"))
     import models
 
@@ -237,8 +255,9 @@ def test_run_missing_bundle(tmp_path):
 
 
 def test_bench_compare_json(bundles, model_dir):
-    r = mlc("bench", bundles("mlp"), "--compare", model_dir / "mlp.onnx", "--seconds", "0.2",
-            "--json")
+    r = mlc(
+        "bench", bundles("mlp"), "--compare", model_dir / "mlp.onnx", "--seconds", "0.2", "--json"
+    )
     assert r.exit_code == 0, r.stderr
     data = json.loads(r.stdout)
     for engine in ("mlc", "onnxruntime"):

@@ -79,7 +79,8 @@ def test_output_never_aliases_input(tmp_path):
     from compiler.options import CompileOptions
 
     graph = h.make_graph(
-        [h.make_node("Identity", ["x"], ["y"])], "identity",
+        [h.make_node("Identity", ["x"], ["y"])],
+        "identity",
         [h.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
         [h.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
     )

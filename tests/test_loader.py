@@ -42,15 +42,23 @@ def test_input_validation_messages(bundles):
     model = load_bundle(bundles("multi_io"))
     good = random_inputs(model)
     cases = [
-        ({**good, "x": good["x"].astype(np.float64)},
-         "input 'x' has dtype float64, expected float32 (convert with .astype(np.float32))"),
-        ({**good, "ids": good["ids"][:1]},
-         "input 'ids' has shape [1, 3], expected [2, 3] (axis 0 must be 2)"),
-        ({**good, "mask": good["mask"][0]},
-         "input 'mask' has shape [3, 4], expected 3 dimensions [2, 3, 4]"),
+        (
+            {**good, "x": good["x"].astype(np.float64)},
+            "input 'x' has dtype float64, expected float32 (convert with .astype(np.float32))",
+        ),
+        (
+            {**good, "ids": good["ids"][:1]},
+            "input 'ids' has shape [1, 3], expected [2, 3] (axis 0 must be 2)",
+        ),
+        (
+            {**good, "mask": good["mask"][0]},
+            "input 'mask' has shape [3, 4], expected 3 dimensions [2, 3, 4]",
+        ),
         ({"x": good["x"], "ids": good["ids"]}, "missing input 'mask' (mask: bool[2, 3, 4])"),
-        ({**good, "extra": good["x"]},
-         "unknown input 'extra'; the model's inputs are: x, ids, mask"),
+        (
+            {**good, "extra": good["x"]},
+            "unknown input 'extra'; the model's inputs are: x, ids, mask",
+        ),
     ]
     for inputs, message in cases:
         with pytest.raises(ValueError) as info:
@@ -76,9 +84,12 @@ def test_symbolic_dims_must_agree(tmp_path):
     from compiler.options import CompileOptions
 
     graph = h.make_graph(
-        [h.make_node("Add", ["a", "b"], ["c"])], "add",
-        [h.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 4]),
-         h.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 4])],
+        [h.make_node("Add", ["a", "b"], ["c"])],
+        "add",
+        [
+            h.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 4]),
+            h.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 4]),
+        ],
         [h.make_tensor_value_info("c", TensorProto.FLOAT, ["batch", 4])],
     )
     m = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
@@ -140,8 +151,11 @@ def test_refuses_cpu_without_required_features(copy_bundle):
     flags = loader._cpu_flags()
     if flags is None or {"avx512_fp16", "amx_tile"} <= flags:
         pytest.skip("this CPU has the features the test pretends are missing")
-    with pytest.raises(loader.BundleError, match="^this CPU lacks .*which the bundle's target 'x86' "
-                       "requires; recompile with a target this host supports"):
+    with pytest.raises(
+        loader.BundleError,
+        match="^this CPU lacks .*which the bundle's target 'x86' "
+        "requires; recompile with a target this host supports",
+    ):
         loader.load(bundle)
 
 
@@ -157,7 +171,10 @@ def test_avx512_bundle_on_this_host(tmp_path, model_dir):
         model = loader.load(tmp_path / "b")
         x = np.ones((1, 64), np.float32)
         np.testing.assert_allclose(
-            model(x=x)["y"], run_reference(model_dir / "mlp.onnx", {"x": x})["y"], rtol=1e-4, atol=1e-4
+            model(x=x)["y"],
+            run_reference(model_dir / "mlp.onnx", {"x": x})["y"],
+            rtol=1e-4,
+            atol=1e-4,
         )
     else:
         with pytest.raises(loader.BundleError, match="^this CPU lacks avx512"):
@@ -226,9 +243,18 @@ def test_runs_in_fresh_venv_without_tvm(bundles, model_dir, tmp_path):
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     pip = subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         f"numpy=={np.__version__}", f"apache-tvm-ffi=={tvm_ffi.__version__}"],
-        capture_output=True, text=True,
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            f"numpy=={np.__version__}",
+            f"apache-tvm-ffi=={tvm_ffi.__version__}",
+        ],
+        capture_output=True,
+        text=True,
     )
     if pip.returncode != 0:
         pytest.skip(f"cannot install numpy and apache-tvm-ffi into a venv: {pip.stderr[-300:]}")
@@ -236,12 +262,20 @@ def test_runs_in_fresh_venv_without_tvm(bundles, model_dir, tmp_path):
     model = load_bundle(bundle)
     inputs = random_inputs(model)
     ref = run_reference(model_dir / "transformer.onnx", inputs)
-    np.savez(tmp_path / "data.npz", **{f"in_{k}": v for k, v in inputs.items()},
-             **{f"out_{k}": v for k, v in ref.items()})
+    np.savez(
+        tmp_path / "data.npz",
+        **{f"in_{k}": v for k, v in inputs.items()},
+        **{f"out_{k}": v for k, v in ref.items()},
+    )
     (tmp_path / "deploy.py").write_text(DEPLOY_SCRIPT)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    r = subprocess.run([python, tmp_path / "deploy.py", bundle, tmp_path / "data.npz"],
-                       capture_output=True, text=True, env=env, cwd=tmp_path)
+    r = subprocess.run(
+        [python, tmp_path / "deploy.py", bundle, tmp_path / "data.npz"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "deploy ok" in r.stdout
     assert "refused: input 'x' has dtype float64, expected float32" in r.stdout

@@ -23,8 +23,9 @@ def _before() -> tvm.IRModule:
             mm = bb.emit(relax.op.matmul(x, big))
             again = bb.emit(relax.op.matmul(x, big))  # the same constant used twice
             total = bb.emit(relax.op.add(mm, again))
-            out = bb.emit_output(relax.op.add(relax.op.strided_slice(total, [1], [0], [4]),
-                                              relax.const(SMALL)))
+            out = bb.emit_output(
+                relax.op.add(relax.op.strided_slice(total, [1], [0], [4]), relax.const(SMALL))
+            )
         bb.emit_func_output(out)
     return bb.get()
 

@@ -48,13 +48,21 @@ def test_user_preset_file(tmp_path, model_dir):
     assert '"name": "mybox"' in r.stdout
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[target\n", "is not valid TOML"),
-    ("[runtime]\narch='x86_64'\nlibs=[]\n", "target must be a dict, got None"),
-    ('[target]\nkind="llvm"\n[runtime]\narch="x86_64"\n', "runtime.libs must be a list, got None"),
-    ('[target]\nkind="llvm"\nmcpu="pentium9000"\n[runtime]\narch="x86_64"\nlibs=[]\n',
-     "has an invalid TVM target"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[target\n", "is not valid TOML"),
+        ("[runtime]\narch='x86_64'\nlibs=[]\n", "target must be a dict, got None"),
+        (
+            '[target]\nkind="llvm"\n[runtime]\narch="x86_64"\n',
+            "runtime.libs must be a list, got None",
+        ),
+        (
+            '[target]\nkind="llvm"\nmcpu="pentium9000"\n[runtime]\narch="x86_64"\nlibs=[]\n',
+            "has an invalid TVM target",
+        ),
+    ],
+)
 def test_bad_preset_files(tmp_path, text, message):
     preset = tmp_path / "bad.toml"
     preset.write_text(text)
