@@ -9,14 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .build import BuiltModel
-from .errors import BundleError, UsageError
+from .errors import BuildError, BundleError, UsageError
 from .frontend import ImportedModel
 from .options import CompileOptions
 from .runtime import loader
@@ -72,6 +76,7 @@ def write_bundle(
     try:
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is not
         manifest = _write_files(staging, built, imported, options, provenance)
+        _check_deployable(staging, built)
         _replace(staging, out_dir.resolve())
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -133,6 +138,34 @@ def _write_weights(path: Path, built: BuiltModel) -> list[dict[str, Any]]:
             )
             offset += nbytes
     return entries
+
+
+def _check_deployable(staging: Path, built: BuiltModel) -> None:
+    """Fail the compile if the model calls a TVM function that the bundled runtime lacks.
+
+    Some lowerings call functions that exist only in TVM's compiler library (NonZero calls
+    `relax.run.nonzero`), which no deploy host has. The finished bundle is loaded in a clean
+    process, as the loader would load it, and every function it calls is looked up.
+    """
+    if built.target.preset.arch != platform.machine():
+        return  # a cross-compiled bundle cannot be loaded here
+    names = re.findall(r"^@(\S+) packed_func;$", built.executable.as_text(), re.MULTILINE)
+    probe = subprocess.run(
+        [sys.executable, str(Path(loader.__file__).with_name("probe.py")), str(staging), *names],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        raise BundleError(f"the bundle does not load in a clean process: {probe.stderr[-500:]}")
+    missing = json.loads(probe.stdout)
+    if missing:
+        raise BuildError(
+            "the compiled model calls TVM functions that the bundled runtime libraries do not "
+            f"provide: {', '.join(missing)}",
+            hint="they exist only in TVM's compiler library; this usually comes from an "
+            "operator with data-dependent output shapes (e.g. NonZero), which mlc cannot "
+            "deploy yet",
+        )
 
 
 def _runtime_library(name: str) -> Path:

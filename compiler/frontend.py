@@ -262,9 +262,13 @@ def _output_infos(func, onnx_outputs: tuple[TensorInfo, ...]) -> tuple[TensorInf
     infos = []
     for onnx_out, field in zip(onnx_outputs, fields):
         shape_expr = getattr(field, "shape", None)
-        if shape_expr is None or not hasattr(shape_expr, "values"):
+        ndim = getattr(field, "ndim", -1)
+        if shape_expr is not None and hasattr(shape_expr, "values"):
+            shape = tuple(_dim(d) for d in shape_expr.values)
+        elif ndim >= 0:  # data-dependent sizes (NonZero, Range): known only when it runs
+            shape = tuple(f"{_identifier(onnx_out.name)}_dim{axis}" for axis in range(ndim))
+        else:
             raise ModelError(f"output {onnx_out.name!r} is not a tensor of known rank")
-        shape = tuple(_dim(d) for d in shape_expr.values)
         infos.append(TensorInfo(onnx_out.name, shape, str(field.dtype)))
     return tuple(infos)
 

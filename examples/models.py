@@ -232,12 +232,50 @@ def big_mlp(megabytes: int = 100) -> onnx.ModelProto:
     return mlp(1, (width, width, width))
 
 
+def topk_rows() -> onnx.ModelProto:
+    """TopK whose k is the symbolic batch dim read from Shape: not compilable symbolically."""
+    w = _Weights(4)
+    nodes = [
+        h.make_node("Shape", ["x"], ["s"]),
+        h.make_node(
+            "Slice",
+            ["s", w.const("st", np.array([0], np.int64)), w.const("en", np.array([1], np.int64))],
+            ["k"],
+        ),
+        h.make_node("TopK", ["x", "k"], ["values", "indices"], axis=0, name="topk"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "topk",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [
+            h.make_tensor_value_info("values", TensorProto.FLOAT, ["N", 4]),
+            h.make_tensor_value_info("indices", TensorProto.INT64, ["N", 4]),
+        ],
+        w.items,
+    )
+    return _model(graph)
+
+
+def nonzero() -> onnx.ModelProto:
+    """NonZero: its output size depends on the data."""
+    graph = h.make_graph(
+        [h.make_node("NonZero", ["x"], ["y"])],
+        "nonzero",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+        [h.make_tensor_value_info("y", TensorProto.INT64, [2, "M"])],
+    )
+    return _model(graph)
+
+
 MODELS = {
     "convnet": convnet,
     "mlp": mlp,
     "transformer": transformer_block,
     "multi_io": multi_io,
     "add": add_one,
+    "topk": topk_rows,
+    "nonzero": nonzero,
 }
 
 if __name__ == "__main__":

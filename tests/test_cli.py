@@ -277,3 +277,29 @@ def test_cli_in_a_real_process_prints_no_traceback(tmp_path):
     r = mlc_subprocess("compile", tmp_path / "missing.onnx", "-o", tmp_path / "o")
     assert r.returncode == 3
     assert r.stderr == f"error: model file '{tmp_path / 'missing.onnx'}' does not exist\n"
+
+
+def test_dims_that_cannot_stay_symbolic(tmp_path, model_dir):
+    r = mlc("compile", model_dir / "topk.onnx", "-o", tmp_path / "out")
+    assert r.exit_code == 3
+    lines = [ln for ln in _error(r) if ln.startswith(("error:", "hint:"))]
+    assert lines[0].startswith("error: the model cannot be imported with symbolic dims N (x[0]): ")
+    assert lines[1] == "hint: pin them: --dim N=VALUE (or --input-shape NAME:1x3x224x224)"
+    assert not (tmp_path / "out").exists()
+    # the flag the hint shows works, and the result matches onnxruntime
+    assert (
+        mlc("compile", model_dir / "topk.onnx", "-o", tmp_path / "out", "--dim", "N=5").exit_code
+        == 0
+    )
+    r = mlc("run", tmp_path / "out", "--check", model_dir / "topk.onnx")
+    assert r.exit_code == 0, r.stderr
+
+
+def test_functions_missing_from_the_bundled_runtime_fail_the_compile(tmp_path, model_dir):
+    r = mlc("compile", model_dir / "nonzero.onnx", "-o", tmp_path / "out")
+    assert r.exit_code == 4
+    assert _error(r)[0] == (
+        "error: the compiled model calls TVM functions that the bundled runtime libraries do not "
+        "provide: relax.run.nonzero"
+    )
+    assert list(tmp_path.iterdir()) == []

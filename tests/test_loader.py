@@ -258,24 +258,30 @@ def test_runs_in_fresh_venv_without_tvm(bundles, model_dir, tmp_path):
     )
     if pip.returncode != 0:
         pytest.skip(f"cannot install numpy and apache-tvm-ffi into a venv: {pip.stderr[-300:]}")
-    bundle = bundles("transformer")
-    model = load_bundle(bundle)
-    inputs = random_inputs(model)
-    ref = run_reference(model_dir / "transformer.onnx", inputs)
-    np.savez(
-        tmp_path / "data.npz",
-        **{f"in_{k}": v for k, v in inputs.items()},
-        **{f"out_{k}": v for k, v in ref.items()},
-    )
+    from compiler.api import compile_model
+    from compiler.options import CompileOptions
+
+    # TopK needs libtvm_runtime_extra.so as well: both runtime libraries must load there.
+    topk = compile_model(model_dir / "topk.onnx", tmp_path / "topk", CompileOptions(dims={"N": 6}))
     (tmp_path / "deploy.py").write_text(DEPLOY_SCRIPT)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    r = subprocess.run(
-        [python, tmp_path / "deploy.py", bundle, tmp_path / "data.npz"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "deploy ok" in r.stdout
-    assert "refused: input 'x' has dtype float64, expected float32" in r.stdout
+    for name, bundle in (("transformer", bundles("transformer")), ("topk", topk.bundle)):
+        model = load_bundle(bundle)
+        inputs = random_inputs(model)
+        ref = run_reference(model_dir / f"{name}.onnx", inputs)
+        data = tmp_path / f"{name}.npz"
+        np.savez(
+            data,
+            **{f"in_{k}": v for k, v in inputs.items()},
+            **{f"out_{k}": v for k, v in ref.items()},
+        )
+        r = subprocess.run(
+            [python, tmp_path / "deploy.py", bundle, data],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "deploy ok" in r.stdout
+        assert "refused: input 'x' has dtype float64, expected float32" in r.stdout

@@ -34,7 +34,7 @@ ALIGNMENT = 64  # bytes; TVM's kernels assume it for every tensor
 _DEVICE_TYPES = {"cpu": 1}
 _POOLED_ALLOCATOR = 2
 _runtime_lock = threading.Lock()
-_loaded_runtime_libs: list[ctypes.CDLL] = []  # kept alive for the process's lifetime
+_loaded_runtime_libs: dict[str, ctypes.CDLL] = {}  # by file name, for the process's life
 
 
 class BundleError(RuntimeError):
@@ -133,13 +133,15 @@ def _load_runtime(bundle: Path, manifest: dict[str, Any]) -> None:
 
     with _runtime_lock:
         # One TVM runtime per process: a second copy would register its global functions again.
-        # It may already be here from an earlier bundle, or from an imported `tvm` package.
-        if tvm_ffi.get_global_func("runtime.NumThreads", allow_missing=True) is not None:
+        # A runtime this loader did not load comes from an imported `tvm` package, which has
+        # every runtime function; otherwise load what this bundle needs and is not loaded yet.
+        foreign = tvm_ffi.get_global_func("runtime.NumThreads", allow_missing=True) is not None
+        if foreign and not _loaded_runtime_libs:
             return
         for name in manifest["runtime_libs"]:
-            _loaded_runtime_libs.append(
-                ctypes.CDLL(str(bundle / RUNTIME_DIR / name), mode=ctypes.RTLD_GLOBAL)
-            )
+            if name not in _loaded_runtime_libs:
+                path = str(bundle / RUNTIME_DIR / name)
+                _loaded_runtime_libs[name] = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
 
 
 class _Spec:
