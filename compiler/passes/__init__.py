@@ -2,5 +2,6 @@
 
 from .extract_weights import ExtractWeights
 from .pipeline import graph_passes
+from .safe_indexing import SafeIndexing
 
-__all__ = ["ExtractWeights", "graph_passes"]
+__all__ = ["ExtractWeights", "SafeIndexing", "graph_passes"]

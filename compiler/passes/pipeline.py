@@ -7,6 +7,7 @@ from tvm import relax
 
 from ..options import CompileOptions
 from .extract_weights import ExtractWeights
+from .safe_indexing import SafeIndexing
 
 
 def phases(options: CompileOptions) -> list[tuple[str, list[tvm.transform.Pass]]]:
@@ -22,6 +23,7 @@ def phases(options: CompileOptions) -> list[tuple[str, list[tvm.transform.Pass]]
                 relax.transform.DeadCodeElimination(),
             ],
         ),
+        ("safety", [SafeIndexing()]),
         ("weights", [ExtractWeights(options.weight_threshold_bytes)]),
     ]
 
