@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import shutil
 import statistics
 import sys
 import time
@@ -16,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import BundleError, UsageError
+from .errors import BuildError, BundleError, UsageError
 from .options import CompileOptions
+from .targets import host_arch
 
 Progress = Callable[[str], None]
 
@@ -63,6 +65,7 @@ def compile_model(
     out_dir = Path(out_dir)
     check_destination(out_dir, force)
     preset = load_preset(options.target)  # a bad target fails before any compile time
+    _check_toolchain(preset)
     timer = _Timer()
 
     from .frontend import (
@@ -100,6 +103,15 @@ def compile_model(
     return CompileResult(bundle.path, bundle.manifest, timer.seconds)
 
 
+def _check_toolchain(preset) -> None:
+    compiler = preset.cross_compiler
+    if compiler and shutil.which(compiler) is None:
+        raise BuildError(
+            f"target {preset.name!r} needs the cross compiler {compiler!r}, which is not installed",
+            hint=preset.cross_install_hint or f"install {compiler}",
+        )
+
+
 def _provenance(model_path: str | Path) -> dict[str, Any]:
     import onnx
     import tvm
@@ -132,6 +144,13 @@ def load_bundle(bundle_dir: str | Path, threads: int | None = None):
         sys.modules[name] = module
         spec.loader.exec_module(module)
     try:
+        manifest = module.read_manifest(bundle_dir)
+        arch = manifest["target"]["requires"]["arch"]
+        if arch != host_arch():  # a cross-compiled bundle: run it under emulation
+            from .emulation import EmulatedModel
+
+            module.verify_files(bundle_dir, manifest)
+            return EmulatedModel(bundle_dir, manifest, module, threads)
         return module.load(bundle_dir, threads=threads)
     except module.BundleError as exc:
         raise BundleError(str(exc)) from None
@@ -211,11 +230,14 @@ class BenchResult:
     threads: int
     mlc: Latency
     onnxruntime: Latency | None
+    emulated_by: str | None = None  # set when mlc ran under an emulator: not device speed
 
     @property
-    def ratio(self) -> float:
+    def ratio(self) -> float | None:
         """onnxruntime median / mlc median: above 1.0 means mlc is faster."""
-        return self.onnxruntime.median_ms / self.mlc.median_ms if self.onnxruntime else 0.0
+        if not self.onnxruntime or self.emulated_by:
+            return None
+        return self.onnxruntime.median_ms / self.mlc.median_ms
 
     def rows(self) -> list[tuple[str, Latency]]:
         return [("mlc", self.mlc)] + (
@@ -224,8 +246,11 @@ class BenchResult:
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"threads": self.threads, "mlc": self.mlc.to_json()}
+        if self.emulated_by:
+            data["mlc"]["emulated_by"] = self.emulated_by
         if self.onnxruntime:
             data["onnxruntime"] = self.onnxruntime.to_json()
+        if self.ratio is not None:
             data["speedup_vs_onnxruntime"] = round(self.ratio, 4)
         return data
 
@@ -243,14 +268,19 @@ def bench_bundle(
     threads = threads or len(os.sched_getaffinity(0))
     model = load_bundle(bundle_dir, threads=threads)
     inputs = make_inputs(model, dims or {})
-    mlc = measure(lambda: model(**inputs), seconds)
+    emulated = getattr(model, "emulated", False)
+    if emulated:  # time inside the runner: one process start under qemu costs ~0.2 s
+        _, stats = model.run(inputs, repeat=max(10, int(seconds * 20)))
+        mlc = Latency(stats["runs"], stats["min_ms"], stats["median_ms"], stats["p90_ms"])
+    else:
+        mlc = measure(lambda: model(**inputs), seconds)
     ort = None
     if compare_model:
         from .reference import ort_session
 
         session = ort_session(compare_model, threads)
         ort = measure(lambda: session.run(None, inputs), seconds)
-    return BenchResult(threads, mlc, ort)
+    return BenchResult(threads, mlc, ort, model.description if emulated else None)
 
 
 class _Timer:

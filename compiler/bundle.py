@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -24,6 +23,8 @@ from .errors import BuildError, BundleError, UsageError
 from .frontend import ImportedModel
 from .options import CompileOptions
 from .runtime import loader
+from .runtime_libs import runtime_lib_dir
+from .targets import host_arch
 
 # The bundle's file names and format version are defined once, in the loader that reads them.
 FORMAT_VERSION = loader.FORMAT_VERSION
@@ -91,15 +92,16 @@ def _write_files(
     options: CompileOptions,
     provenance: dict[str, Any],
 ) -> dict[str, Any]:
-    try:
-        built.executable.export_library(str(staging / LIBRARY_FILE))
-    except Exception as exc:  # the host compiler or linker failed
-        raise BundleError(f"linking {LIBRARY_FILE} failed: {exc}") from exc
+    preset = built.target.preset
+    _link(built, staging / LIBRARY_FILE)
     weights = _write_weights(staging / WEIGHTS_FILE, built)
     shutil.copyfile(loader.__file__, staging / LOADER_FILE)
     (staging / RUNTIME_DIR).mkdir()
-    for name in built.target.preset.runtime_libs:
-        shutil.copyfile(_runtime_library(name), staging / RUNTIME_DIR / name)
+    lib_dir = runtime_lib_dir(preset.arch)
+    for name in preset.runtime_libs:
+        if not (lib_dir / name).is_file():
+            raise BundleError(f"runtime library {name!r} is not in {lib_dir}")
+        shutil.copyfile(lib_dir / name, staging / RUNTIME_DIR / name)
     files = sorted(p for p in staging.rglob("*") if p.is_file())
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -140,18 +142,45 @@ def _write_weights(path: Path, built: BuiltModel) -> list[dict[str, Any]]:
     return entries
 
 
+def _link(built: BuiltModel, path: Path) -> None:
+    preset = built.target.preset
+    kwargs = {}
+    if preset.cross_compiler:
+        from tvm.support.cc import cross_compiler
+
+        kwargs["fcompile"] = cross_compiler(preset.cross_compiler)
+    try:
+        built.executable.export_library(str(path), **kwargs)
+    except Exception as exc:  # the compiler or linker failed
+        raise BundleError(f"linking {LIBRARY_FILE} failed: {exc}") from exc
+
+
 def _check_deployable(staging: Path, built: BuiltModel) -> None:
     """Fail the compile if the model calls a TVM function that the bundled runtime lacks.
 
     Some lowerings call functions that exist only in TVM's compiler library (NonZero calls
-    `relax.run.nonzero`), which no deploy host has. The finished bundle is loaded in a clean
-    process, as the loader would load it, and every function it calls is looked up.
+    `relax.run.nonzero`), which no deploy host has. Every function the program calls is looked
+    up in a clean process that has loaded only the runtime libraries and, where this host can
+    run it, the finished model library. A cross-compiled model's own kernels are looked up in
+    its module here, and the rest in this host's runtime of the same TVM version, which
+    registers the same functions.
     """
-    if built.target.preset.arch != platform.machine():
-        return  # a cross-compiled bundle cannot be loaded here
+    preset = built.target.preset
     names = re.findall(r"^@(\S+) packed_func;$", built.executable.as_text(), re.MULTILINE)
+    model = str(staging / LIBRARY_FILE)
+    lib_dir = staging / RUNTIME_DIR
+    if preset.is_cross:
+        names = [n for n in names if not built.executable.mod.implements_function(n, True)]
+        model, lib_dir = "-", runtime_lib_dir(host_arch())
     probe = subprocess.run(
-        [sys.executable, str(Path(loader.__file__).with_name("probe.py")), str(staging), *names],
+        [
+            sys.executable,
+            str(Path(loader.__file__).with_name("probe.py")),
+            str(lib_dir),
+            ",".join(preset.runtime_libs),
+            model,
+            *names,
+        ],
         capture_output=True,
         text=True,
     )
@@ -166,17 +195,6 @@ def _check_deployable(staging: Path, built: BuiltModel) -> None:
             "operator with data-dependent output shapes (e.g. NonZero), which mlc cannot "
             "deploy yet",
         )
-
-
-def _runtime_library(name: str) -> Path:
-    import tvm
-
-    path = Path(tvm.__file__).parent / "lib" / name
-    if not path.is_file():
-        raise BundleError(
-            f"runtime library {name!r} is not in the apache-tvm package at {path.parent}"
-        )
-    return path
 
 
 def _sha256(path: Path) -> str:

@@ -312,15 +312,56 @@ def bench(bundle, compare_model, threads, seconds, dims, as_json):
         click.echo(json.dumps(result.to_json(), indent=2))
         return
     click.echo(f"threads {result.threads}")
+    if result.emulated_by:
+        click.echo(
+            f"mlc ran under emulation ({result.emulated_by}): its latency is not the device's"
+        )
     click.echo(f"{'engine':12} {'runs':>7} {'min ms':>9} {'median ms':>10} {'p90 ms':>9}")
     for name, lat in result.rows():
         click.echo(
             f"{name:12} {lat.runs:7d} {lat.min_ms:9.4f} {lat.median_ms:10.4f} {lat.p90_ms:9.4f}"
         )
-    if result.onnxruntime:
+    if result.ratio is not None:
         click.echo(
             f"speed vs onnxruntime (median): {result.ratio:.3f}x "
             f"({'faster' if result.ratio >= 1 else 'slower'})"
+        )
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The archive to write (.tar.gz); a .sha256 file is written beside it.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing archive.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@handle_errors
+def package(bundle, out_path, force, as_json):
+    """Pack BUNDLE into a deterministic .tar.gz for devices and firmware images."""
+    from .package import package_bundle
+
+    result = package_bundle(bundle, out_path, force=force)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "path": str(result.path),
+                    "sha256": result.sha256,
+                    "files": result.files,
+                    "bytes": result.bytes,
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(
+            f"packaged {bundle} -> {result.path} ({_fmt_bytes(result.bytes)}, "
+            f"{result.files} files)\nsha256 {result.sha256}"
         )
 
 

@@ -49,6 +49,13 @@ class TargetPreset:
     arch: str
     runtime_libs: tuple[str, ...]
     cpu_features: tuple[str, ...] | str
+    cross_compiler: str | None = None  # C++ compiler for the target; None: the host's
+    cross_install_hint: str = ""
+    emulator: dict[str, str] | None = None  # how this host runs the target's code (qemu)
+
+    @property
+    def is_cross(self) -> bool:
+        return self.arch != host_arch()
 
 
 @dataclass(frozen=True)
@@ -60,11 +67,20 @@ class ResolvedTarget:
     cpu_features: tuple[str, ...]
 
     def manifest_entry(self) -> dict[str, Any]:
-        return {
+        entry = {
             "name": self.preset.name,
             "tvm_target": self.target,
             "requires": {"arch": self.preset.arch, "cpu_features": list(self.cpu_features)},
         }
+        if self.preset.emulator:
+            entry["emulator"] = dict(self.preset.emulator)
+        return entry
+
+
+def host_arch() -> str:
+    """This machine's architecture, named as in presets (x86_64, aarch64)."""
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
 def list_presets() -> list[TargetPreset]:
@@ -114,6 +130,11 @@ def _parse_preset(path: Path, data: dict[str, Any]) -> TargetPreset:
             f'target preset {str(path)!r}: runtime.cpu_features must be a list or "host", '
             f"got {features!r}"
         )
+    build = data.get("build", {})
+    emulator = data.get("emulator")
+    if emulator is not None:
+        for key in ("qemu", "cpu", "sysroot"):
+            need(emulator, key, str, "emulator.")
     return TargetPreset(
         name=path.stem,
         path=path,
@@ -122,6 +143,9 @@ def _parse_preset(path: Path, data: dict[str, Any]) -> TargetPreset:
         arch=need(runtime, "arch", str, "runtime."),
         runtime_libs=tuple(libs),
         cpu_features=features if isinstance(features, str) else tuple(features),
+        cross_compiler=build.get("cross_compiler"),
+        cross_install_hint=str(build.get("install_hint", "")),
+        emulator={k: str(v) for k, v in emulator.items()} if emulator else None,
     )
 
 
@@ -133,7 +157,7 @@ def resolve_target(preset: TargetPreset) -> ResolvedTarget:
     target = dict(preset.target)
     features = preset.cpu_features
     if target.get("mcpu") == "host" or features == "host":
-        if platform.machine() not in ("x86_64", "AMD64"):
+        if host_arch() != "x86_64":
             raise UsageError(
                 f"target {preset.name!r} detects the build host's x86-64 CPU, but this host is "
                 f"{platform.machine()}"
@@ -145,17 +169,17 @@ def resolve_target(preset: TargetPreset) -> ResolvedTarget:
             features = tuple(
                 proc for llvm, proc in _X86_FEATURES.items() if bool(host_features.get(llvm))
             )
-    target.setdefault("num-cores", len(os.sched_getaffinity(0)))
+    if not preset.is_cross:  # the build host's cores say nothing about another machine
+        target.setdefault("num-cores", len(os.sched_getaffinity(0)))
     _check_llvm_cpu(preset.name, target)
     try:
-        tvm_target = tvm.target.Target(target)
+        tvm.target.Target(target)
     except Exception as exc:  # TVM raises several types for a bad target dict
         raise UsageError(
             f"target preset {preset.name!r} has an invalid TVM target: {exc}"
         ) from None
-    return ResolvedTarget(
-        preset=preset, target=dict(_plain(tvm_target.export())), cpu_features=features
-    )
+    # The dict as given (not TVM's export, which adds derived keys): it recreates the target.
+    return ResolvedTarget(preset=preset, target=target, cpu_features=tuple(features))
 
 
 def _check_llvm_cpu(name: str, target: dict[str, Any]) -> None:
@@ -172,14 +196,3 @@ def _check_llvm_cpu(name: str, target: dict[str, Any]) -> None:
             f"for {triple}",
             hint="`llc -mtriple=TRIPLE -mcpu=help` lists the CPU names",
         )
-
-
-def _plain(value: Any) -> Any:
-    """TVM containers -> JSON-friendly Python values."""
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "Array":
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
