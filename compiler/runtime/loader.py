@@ -104,23 +104,26 @@ def check_host(manifest: dict[str, Any]) -> None:
     if arch and machine != arch:
         raise BundleError(f"bundle was compiled for {arch}, but this host is {machine}")
     needed = set(requires.get("cpu_features", []))
-    have = _cpu_flags()
+    have = _cpu_flags(machine)
     if needed and have is not None and not needed <= have:
         missing = ", ".join(sorted(needed - have))
         raise BundleError(
             f"this CPU lacks {missing}, which the bundle's target "
             f"{manifest['target']['name']!r} requires; recompile with a target this host supports "
-            "(for example --target x86)"
+            "(`mlc targets` lists them)"
         )
 
 
-def _cpu_flags() -> set[str] | None:
+def _cpu_flags(machine: str = "x86_64") -> set[str] | None:
+    """The CPU's feature names, or None where they cannot be read (then nothing is checked)."""
+    key = {"x86_64": "flags", "aarch64": "Features"}.get(machine)
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return None
     for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
+        # Only this architecture's line: under qemu-user /proc/cpuinfo may be the host's.
+        if key and line.split(":", 1)[0].strip() == key:
             return set(line.split(":", 1)[1].split())
     return None
 
