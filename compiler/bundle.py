@@ -23,7 +23,7 @@ from .errors import BuildError, BundleError, UsageError
 from .frontend import ImportedModel
 from .options import CompileOptions
 from .runtime import loader
-from .runtime_libs import runtime_lib_dir
+from .runtime_libs import cache_root, runtime_lib_dir
 from .targets import host_arch
 
 # The bundle's file names and format version are defined once, in the loader that reads them.
@@ -102,6 +102,7 @@ def _write_files(
         if not (lib_dir / name).is_file():
             raise BundleError(f"runtime library {name!r} is not in {lib_dir}")
         shutil.copyfile(lib_dir / name, staging / RUNTIME_DIR / name)
+    _add_runner(staging, preset, lib_dir)
     files = sorted(p for p in staging.rglob("*") if p.is_file())
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -153,6 +154,42 @@ def _link(built: BuiltModel, path: Path) -> None:
         built.executable.export_library(str(path), **kwargs)
     except Exception as exc:  # the compiler or linker failed
         raise BundleError(f"linking {LIBRARY_FILE} failed: {exc}") from exc
+
+
+def _add_runner(staging: Path, preset, lib_dir: Path) -> None:
+    """Put the native runner (bin/mlc-runner + lib/libtvm_ffi.so) into the bundle.
+
+    The runner reads everything model-specific from the bundle at run time, so one binary per
+    architecture, compiler and runner source serves every bundle: it is built once and cached.
+    """
+    from .runner import FFI_LIBRARY, RUNNER, SOURCE, build_runner
+
+    cxx = preset.cross_compiler or "g++"
+    key = hashlib.sha256(SOURCE.read_bytes() + cxx.encode() + str(lib_dir).encode()).hexdigest()
+    cached = cache_root() / "runner" / f"{preset.arch}-{key[:16]}"
+    if not (cached / ".complete").exists():
+        work = Path(tempfile.mkdtemp(dir=_mkdirs(cached.parent)))
+        try:
+            (work / RUNTIME_DIR).mkdir()
+            shutil.copyfile(lib_dir / "libtvm_runtime.so", work / RUNTIME_DIR / "libtvm_runtime.so")
+            build_runner(work, cxx, lib_dir)
+            (work / ".complete").write_text("ok\n")
+            os.rename(work, cached)
+        except RuntimeError as exc:
+            raise BuildError(f"building the native runner failed: {exc}") from None
+        except OSError:
+            if not (cached / ".complete").exists():  # else a concurrent mlc built it first
+                raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    (staging / RUNNER).parent.mkdir(exist_ok=True)
+    shutil.copy2(cached / RUNNER, staging / RUNNER)
+    shutil.copyfile(cached / RUNTIME_DIR / FFI_LIBRARY, staging / RUNTIME_DIR / FFI_LIBRARY)
+
+
+def _mkdirs(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _check_deployable(staging: Path, built: BuiltModel) -> None:

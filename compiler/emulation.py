@@ -82,7 +82,10 @@ class EmulatedModel:
             if result.returncode != 0:
                 message = (result.stderr.strip().splitlines() or ["no output"])[-1]
                 raise BundleError(f"the bundle failed under {self.description}: {message}")
-            outputs = {n: np.load(Path(tmp) / f"{n}.npy") for n in self.output_names}
+            # The runner names files after outputs, with "/" as "_": an ONNX name is no path.
+            outputs = {
+                n: np.load(Path(tmp) / f"{n.replace('/', '_')}.npy") for n in self.output_names
+            }
         return outputs, _parse_latency(result.stdout)
 
 

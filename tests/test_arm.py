@@ -148,3 +148,130 @@ def test_python_loader_on_aarch64_python(arm_bundles, model_dir, request):
     assert r.stdout.split() == ["aarch64"]
     expected = run_reference(model_dir / "transformer.onnx", {"x": x})["y"]
     np.testing.assert_allclose(np.load(bundle.parent / "y.npy"), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ARM_PRESETS)
+@pytest.mark.parametrize("model", MODELS)
+def test_runs_under_qemu_and_matches_onnxruntime(arm_bundles, model_dir, preset, model):
+    """`mlc run --check` runs the bundle's native runner under qemu with the preset's CPU."""
+    bundle = arm_bundles(model, preset)
+    args = ["--dim", "N=2"] if model == "convnet" else []
+    r = mlc("run", bundle, "--check", model_dir / f"{model}.onnx", "--json", *args)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["check"]["ok"] is True
+
+
+def test_emulated_cpu_is_enforced(arm_bundles):
+    """SVE code on a CPU without SVE dies with an illegal instruction: a wrong preset fails."""
+    from compiler.api import load_bundle, make_inputs
+    from compiler.emulation import EmulatedModel
+    from compiler.errors import BundleError
+
+    bundle = arm_bundles("transformer", "neoverse-v1")
+    model = load_bundle(bundle)
+    assert isinstance(model, EmulatedModel)
+    inputs = make_inputs(model, {})
+    model(**inputs)  # runs on the preset's emulated CPU (SVE enabled)
+    model._prefix[model._prefix.index("-cpu") + 1] = "cortex-a72"
+    with pytest.raises(BundleError, match="the bundle failed under"):
+        model(**inputs)
+
+
+def test_bench_labels_emulated_latency(arm_bundles, model_dir):
+    r = mlc(
+        "bench",
+        arm_bundles("mlp", "arm"),
+        "--compare",
+        model_dir / "mlp.onnx",
+        "--seconds",
+        "0.2",
+        "--json",
+    )
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["mlc"]["emulated_by"] == "qemu-aarch64 -cpu cortex-a53"
+    assert "speedup_vs_onnxruntime" not in data  # emulated time is no measure of the device
+    assert data["mlc"]["runs"] >= 10
+
+
+def test_package_is_deterministic_safe_and_runs_natively(arm_bundles, model_dir, tmp_path):
+    import tarfile
+
+    from compiler.package import safe_extract
+
+    bundle = arm_bundles("multi_io", "cortex-a72")
+    a, b = tmp_path / "a" / "m.tar.gz", tmp_path / "b" / "m.tar.gz"
+    assert mlc("package", bundle, "-o", a).exit_code == 0
+    assert mlc("package", bundle, "-o", b).exit_code == 0
+    assert a.read_bytes() == b.read_bytes()
+    digest = (tmp_path / "a" / "m.tar.gz.sha256").read_text().split()
+    assert digest == [__import__("hashlib").sha256(a.read_bytes()).hexdigest(), "m.tar.gz"]
+    with tarfile.open(a) as tar:
+        members = tar.getmembers()
+    root = members[0].name.rstrip("/")
+    for m in members:
+        assert m.isfile() or m.isdir(), m.name
+        assert not m.name.startswith("/") and ".." not in m.name.split("/"), m.name
+        assert m.name.split("/")[0] == root
+        assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", "")
+    names = {m.name.removeprefix(root + "/") for m in members}
+    assert {"loader.py", "bin/mlc-runner", "lib/libtvm_ffi.so", "SHA256SUMS"} <= names
+    # On the "device": sha256sum -c, then the native runner with .npy inputs, under qemu.
+    extracted = safe_extract(a, tmp_path / "device")
+    sums = subprocess.run(
+        ["sha256sum", "-c", "SHA256SUMS"], cwd=extracted, capture_output=True, text=True
+    )
+    assert sums.returncode == 0, sums.stdout + sums.stderr
+    rng = np.random.default_rng(0)
+    inputs = {
+        "x": rng.standard_normal((2, 3, 4)).astype(np.float32),
+        "ids": rng.integers(0, 10, (2, 3)).astype(np.int64),
+        "mask": rng.integers(0, 2, (2, 3, 4)).astype(bool),
+    }
+    args = []
+    for name, value in inputs.items():
+        np.save(tmp_path / f"{name}.npy", value)
+        args += ["--input", f"{name}={tmp_path / name}.npy"]
+    run = subprocess.run(
+        [
+            "qemu-aarch64",
+            "-L",
+            "/usr/aarch64-linux-gnu",
+            "-cpu",
+            "cortex-a72",
+            str(extracted / "bin" / "mlc-runner"),
+            str(extracted),
+            *args,
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--repeat",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("latency_ms min=")
+    expected = run_reference(model_dir / "multi_io.onnx", inputs)
+    for name, ref in expected.items():
+        np.testing.assert_allclose(
+            np.load(tmp_path / "out" / f"{name}.npy"), ref, rtol=1e-4, atol=1e-4
+        )
+
+
+def test_unsafe_archives_are_refused(tmp_path):
+    import io
+    import tarfile
+
+    from compiler.errors import BundleError
+    from compiler.package import safe_extract
+
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        data = b"owned"
+        info = tarfile.TarInfo("bundle/../../escape.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(BundleError, match="refusing to extract unsafe archive entry"):
+        safe_extract(evil, tmp_path / "out")
+    assert not (tmp_path / "escape.txt").exists()
