@@ -76,6 +76,21 @@ def _parse_dims(_ctx, _param, values: tuple[str, ...]) -> dict[str, int]:
     return dims
 
 
+def _dims_option(help_text: str):
+    return click.option(
+        "--dim", "dims", multiple=True, callback=_parse_dims, metavar="NAME=VALUE", help=help_text
+    )
+
+
+def _json_option(help_text: str):
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+_threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), help="Worker threads (default: all CPUs)."
+)
+
+
 def _fmt_tensor(t: dict) -> str:
     return f"{t['name']} {t['dtype']}[{', '.join(str(d) for d in t['shape'])}]"
 
@@ -118,16 +133,9 @@ def main():
     metavar="NAME:DIMS",
     help="Pin an input's shape, e.g. x:1x3x224x224. Repeatable.",
 )
-@click.option(
-    "--dim",
-    "dims",
-    multiple=True,
-    callback=_parse_dims,
-    metavar="NAME=VALUE",
-    help="Pin a named symbolic dimension, e.g. batch=1. Repeatable.",
-)
+@_dims_option("Pin a named symbolic dimension, e.g. batch=1. Repeatable.")
 @click.option("--force", is_flag=True, help="Replace the output directory if it is a bundle.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@_json_option("Print a JSON summary on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @handle_errors
 def compile(model, out_dir, target, input_shapes, dims, force, as_json, quiet):
@@ -159,7 +167,7 @@ def compile(model, out_dir, target, input_shapes, dims, force, as_json, quiet):
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_json_option("Print the report as JSON.")
 @handle_errors
 def inspect(model, as_json):
     """Report MODEL's inputs, outputs, opsets, ops and what mlc cannot convert."""
@@ -214,16 +222,9 @@ def inspect(model, as_json):
 @click.option("--rtol", default=1e-4, show_default=True, help="Relative tolerance for --check.")
 @click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance for --check.")
 @click.option("--seed", default=0, show_default=True, help="Seed for random inputs.")
-@click.option(
-    "--dim",
-    "dims",
-    multiple=True,
-    callback=_parse_dims,
-    metavar="NAME=VALUE",
-    help="Size of a symbolic dim for random inputs (default 1). Repeatable.",
-)
-@click.option("--threads", type=click.IntRange(min=1), help="Worker threads (default: all CPUs).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@_dims_option("Size of a symbolic dim for random inputs (default 1). Repeatable.")
+@_threads_option
+@_json_option("Print a JSON summary on stdout.")
 @handle_errors
 def run(bundle, input_path, output_path, check_model, rtol, atol, seed, dims, threads, as_json):
     """Run BUNDLE once; with --check, verify it against onnxruntime."""
@@ -285,7 +286,7 @@ def run(bundle, input_path, output_path, check_model, rtol, atol, seed, dims, th
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also time onnxruntime on this ONNX model with the same inputs and threads.",
 )
-@click.option("--threads", type=click.IntRange(min=1), help="Worker threads (default: all CPUs).")
+@_threads_option
 @click.option(
     "--seconds",
     default=2.0,
@@ -293,15 +294,8 @@ def run(bundle, input_path, output_path, check_model, rtol, atol, seed, dims, th
     type=click.FloatRange(min=0.01),
     help="Minimum measuring time per engine.",
 )
-@click.option(
-    "--dim",
-    "dims",
-    multiple=True,
-    callback=_parse_dims,
-    metavar="NAME=VALUE",
-    help="Size of a symbolic dim for the inputs (default 1). Repeatable.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@_dims_option("Size of a symbolic dim for the inputs (default 1). Repeatable.")
+@_json_option("Print results as JSON.")
 @handle_errors
 def bench(bundle, compare_model, threads, seconds, dims, as_json):
     """Measure BUNDLE's latency (min/median/p90), optionally against onnxruntime."""
@@ -339,7 +333,7 @@ def bench(bundle, compare_model, threads, seconds, dims, as_json):
     help="The archive to write (.tar.gz); a .sha256 file is written beside it.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing archive.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@_json_option("Print a JSON summary on stdout.")
 @handle_errors
 def package(bundle, out_path, force, as_json):
     """Pack BUNDLE into a deterministic .tar.gz for devices and firmware images."""
@@ -366,7 +360,7 @@ def package(bundle, out_path, force, as_json):
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print presets as JSON.")
+@_json_option("Print presets as JSON.")
 @handle_errors
 def targets(as_json):
     """List the target presets."""
