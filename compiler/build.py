@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ class BuiltModel:
     executable: Any  # tvm.relax.VMExecutable
     weights: tuple[Weight, ...]
     target: ResolvedTarget
+    device_code: Any = None  # cuda.DeviceCode for GPU targets
 
 
 def lowering_pipeline(target) -> Any:
@@ -37,8 +39,13 @@ def lowering_pipeline(target) -> Any:
     import tvm
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.relax.backend.cuda import pipeline as cuda
 
     from .schedules import default_schedules
+
+    # TVM's CUDA legalize_passes apply dlight themselves (before any tuning record could win);
+    # only its dispatch, dataflow-lowering and finalize phases are used, around our own.
+    backend = cuda if target.kind.name == "cuda" else cpu
 
     legalize = [
         relax.transform.LegalizeOps(),
@@ -52,11 +59,11 @@ def lowering_pipeline(target) -> Any:
     def _lower(mod, _ctx):
         with target:
             return tvm.transform.Sequential(
-                cpu.library_dispatch_passes(target)
+                backend.library_dispatch_passes(target)
                 + legalize
                 + [default_schedules(target)]
-                + cpu.dataflow_lower_passes(target)
-                + cpu.finalize_passes(target)
+                + backend.dataflow_lower_passes(target)
+                + backend.finalize_passes(target)
             )(mod)
 
     return _lower
@@ -82,7 +89,7 @@ def build(imported: ImportedModel, target: ResolvedTarget, options: CompileOptio
             Weight(str(var.name), np.from_dlpack(value))  # zero-copy view of TVM's tensor
             for var, value in zip(weight_vars, values)
         )
-        with tvm.transform.PassContext(opt_level=3):
+        with tvm.transform.PassContext(opt_level=3), _device_compiler(target) as device_code:
             executable = tvm.compile(
                 mod, target=tvm_target, relax_pipeline=lowering_pipeline(tvm_target)
             )
@@ -90,7 +97,16 @@ def build(imported: ImportedModel, target: ResolvedTarget, options: CompileOptio
         raise
     except Exception as exc:  # TVM raises TVMError, ValueError, InternalError, ...
         _raise_build_error(exc, imported)
-    return BuiltModel(executable=executable, weights=weights, target=target)
+    return BuiltModel(executable, weights, target, device_code)
+
+
+def _device_compiler(target: ResolvedTarget):
+    """CUDA targets: nvcc builds one fatbin for all of the target's architectures."""
+    if not target.gpu_arches:
+        return contextlib.nullcontext()
+    from .cuda import fatbin_compiler
+
+    return fatbin_compiler(target.gpu_arches, target.gpu_ptx)
 
 
 def _raise_build_error(exc: Exception, imported: ImportedModel):

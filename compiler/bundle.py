@@ -23,7 +23,7 @@ from .errors import BuildError, BundleError, UsageError
 from .frontend import ImportedModel
 from .options import CompileOptions
 from .runtime import loader
-from .runtime_libs import cache_root, runtime_lib_dir
+from .runtime_libs import cache_root, find_runtime_library, runtime_lib_dir
 from .targets import host_arch
 
 # The bundle's file names and format version are defined once, in the loader that reads them.
@@ -99,10 +99,9 @@ def _write_files(
     (staging / RUNTIME_DIR).mkdir()
     lib_dir = runtime_lib_dir(preset.arch)
     for name in preset.runtime_libs:
-        if not (lib_dir / name).is_file():
-            raise BundleError(f"runtime library {name!r} is not in {lib_dir}")
-        shutil.copyfile(lib_dir / name, staging / RUNTIME_DIR / name)
-    _add_runner(staging, preset, lib_dir)
+        shutil.copyfile(find_runtime_library(name, preset.arch), staging / RUNTIME_DIR / name)
+    if built.target.device == "cpu":  # the native runner drives CPU bundles only, for now
+        _add_runner(staging, preset, lib_dir)
     files = sorted(p for p in staging.rglob("*") if p.is_file())
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -206,15 +205,26 @@ def _check_deployable(staging: Path, built: BuiltModel) -> None:
     names = re.findall(r"^@(\S+) packed_func;$", built.executable.as_text(), re.MULTILINE)
     model = str(staging / LIBRARY_FILE)
     lib_dir = staging / RUNTIME_DIR
-    if preset.is_cross:
-        names = [n for n in names if not built.executable.mod.implements_function(n, True)]
+    libs = list(preset.runtime_libs)
+    device_libs = [n for n in libs if "cuda" in n]  # need a GPU driver to load at all
+    if preset.is_cross or device_libs:
+        # Kernel launchers live in the host module; its imports (CUDA) cannot be queried here.
+        names = [n for n in names if not built.executable.mod.implements_function(n, False)]
         model, lib_dir = "-", runtime_lib_dir(host_arch())
+        libs = [n for n in libs if n not in device_libs]
+        if built.device_code is not None:  # GPU kernels are functions of the device module
+            names = [n for n in names if not _is_kernel(n, built.device_code.kernels)]
+        # Functions the CUDA runtime registers: their names are in its data.
+        registered = b"".join(
+            find_runtime_library(n, host_arch()).read_bytes() for n in device_libs
+        )
+        names = [n for n in names if n.encode() + b"\0" not in registered]
     probe = subprocess.run(
         [
             sys.executable,
             str(Path(loader.__file__).with_name("probe.py")),
             str(lib_dir),
-            ",".join(preset.runtime_libs),
+            ",".join(libs),
             model,
             *names,
         ],
@@ -232,6 +242,11 @@ def _check_deployable(staging: Path, built: BuiltModel) -> None:
             "operator with data-dependent output shapes (e.g. NonZero), which mlc cannot "
             "deploy yet",
         )
+
+
+def _is_kernel(name: str, kernels: set[str]) -> bool:
+    # TVM names a PrimFunc's CUDA kernels NAME_kernel, NAME_kernel0, NAME_kernel1, ...
+    return any(k == name or re.fullmatch(re.escape(name) + r"_kernel\d*", k) for k in kernels)
 
 
 def _sha256(path: Path) -> str:

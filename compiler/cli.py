@@ -91,6 +91,15 @@ _threads_option = click.option(
 )
 
 
+def _target_detail(target: dict) -> str:
+    cuda = target.get("cuda")
+    if not cuda:
+        return target["tvm_target"].get("mcpu", target["tvm_target"]["kind"])
+    why = {"default": "the default: no local GPU", "local GPU": "this host's GPU"}
+    code = ", ".join(cuda["sass"]) + "".join(f" + PTX {p}" for p in cuda["ptx"])
+    return f"{code}; {why.get(cuda['arches_from'], 'from the preset')}"
+
+
 def _fmt_tensor(t: dict) -> str:
     return f"{t['name']} {t['dtype']}[{', '.join(str(d) for d in t['shape'])}]"
 
@@ -154,8 +163,10 @@ def compile(model, out_dir, target, input_shapes, dims, force, as_json, quiet):
         return
     m = result.manifest
     total = sum(result.seconds.values())
-    cpu = m["target"]["tvm_target"].get("mcpu", "")
-    click.echo(f"compiled {model} for {m['target']['name']} ({cpu}) in {total:.1f} s -> {out_dir}")
+    click.echo(
+        f"compiled {model} for {m['target']['name']} ({_target_detail(m['target'])}) in "
+        f"{total:.1f} s -> {out_dir}"
+    )
     for t in m["inputs"]:
         click.echo(f"  input   {_fmt_tensor(t)}")
     for t in m["outputs"]:

@@ -16,6 +16,8 @@ class CompileOptions:
     dims: dict[str, int] = field(default_factory=dict)
     # initializers at least this large are written to weights.bin instead of model.so.
     weight_threshold_bytes: int = 1024
+    # "fp32", or "fp16": matmul/conv in fp16 with fp32 accumulation; inputs/outputs stay fp32.
+    precision: str = "fp32"
 
     def to_json(self) -> dict:
         data = asdict(self)

@@ -54,6 +54,24 @@ def runtime_lib_dir(arch: str) -> Path:
     return cache
 
 
+def find_runtime_library(name: str, arch: str) -> Path:
+    """The file for runtime library `name` on `arch`."""
+    path = runtime_lib_dir(arch) / name
+    if path.is_file():
+        return path
+    if arch == host_arch():
+        if name == "libcudart.so.13":
+            from .cuda import find_cudart
+
+            return find_cudart()
+        import tvm
+
+        path = Path(tvm.__file__).parent / "lib" / name  # e.g. libtvm_runtime_cuda.so
+        if path.is_file():
+            return path
+    raise BuildError(f"runtime library {name!r} is not available for {arch}")
+
+
 def _host_lib_dir() -> Path:
     """The installed packages keep the two halves in two places; one directory is simpler."""
     import tvm

@@ -52,6 +52,7 @@ class TargetPreset:
     cross_compiler: str | None = None  # C++ compiler for the target; None: the host's
     cross_install_hint: str = ""
     emulator: dict[str, str] | None = None  # how this host runs the target's code (qemu)
+    cuda: dict[str, Any] | None = None  # {"arches": "auto" | [sm_XY...], "ptx": bool}
 
     @property
     def is_cross(self) -> bool:
@@ -65,6 +66,13 @@ class ResolvedTarget:
     preset: TargetPreset
     target: dict[str, Any]
     cpu_features: tuple[str, ...]
+    gpu_arches: tuple[str, ...] = ()  # CUDA: machine code for each, oldest first
+    gpu_ptx: bool = False
+    gpu_arches_from: str = ""  # why these arches: the preset, the local GPU, or the default
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpu_arches else "cpu"
 
     def manifest_entry(self) -> dict[str, Any]:
         entry = {
@@ -74,6 +82,13 @@ class ResolvedTarget:
         }
         if self.preset.emulator:
             entry["emulator"] = dict(self.preset.emulator)
+        entry["device"] = self.device
+        if self.gpu_arches:
+            entry["cuda"] = {
+                "sass": list(self.gpu_arches),
+                "ptx": [f"compute_{self.gpu_arches[-1][3:]}"] if self.gpu_ptx else [],
+                "arches_from": self.gpu_arches_from,
+            }
         return entry
 
 
@@ -146,6 +161,7 @@ def _parse_preset(path: Path, data: dict[str, Any]) -> TargetPreset:
         cross_compiler=build.get("cross_compiler"),
         cross_install_hint=str(build.get("install_hint", "")),
         emulator={k: str(v) for k, v in emulator.items()} if emulator else None,
+        cuda=dict(data["cuda"]) if isinstance(data.get("cuda"), dict) else None,
     )
 
 
@@ -169,9 +185,13 @@ def resolve_target(preset: TargetPreset) -> ResolvedTarget:
             features = tuple(
                 proc for llvm, proc in _X86_FEATURES.items() if bool(host_features.get(llvm))
             )
-    if not preset.is_cross:  # the build host's cores say nothing about another machine
+    if not preset.is_cross and target["kind"] == "llvm":  # cores say nothing of another machine
         target.setdefault("num-cores", len(os.sched_getaffinity(0)))
     _check_llvm_cpu(preset.name, target)
+    gpu: dict[str, Any] = {}
+    if target["kind"] == "cuda":
+        gpu = _resolve_gpu_arches(preset)
+        target["arch"] = gpu["gpu_arches"][0]  # code for the oldest runs on all of them
     try:
         tvm.target.Target(target)
     except Exception as exc:  # TVM raises several types for a bad target dict
@@ -179,7 +199,24 @@ def resolve_target(preset: TargetPreset) -> ResolvedTarget:
             f"target preset {preset.name!r} has an invalid TVM target: {exc}"
         ) from None
     # The dict as given (not TVM's export, which adds derived keys): it recreates the target.
-    return ResolvedTarget(preset=preset, target=target, cpu_features=tuple(features))
+    return ResolvedTarget(preset=preset, target=target, cpu_features=tuple(features), **gpu)
+
+
+def _resolve_gpu_arches(preset: TargetPreset) -> dict[str, Any]:
+    from .cuda import DEFAULT_ARCHES, local_gpu_arch, parse_arches
+
+    settings = preset.cuda or {}
+    wanted = settings.get("arches", "auto")
+    if wanted == "auto":
+        local = local_gpu_arch()
+        arches, source = ((local,), "local GPU") if local else (DEFAULT_ARCHES, "default")
+    else:
+        arches, source = parse_arches(wanted), "preset"
+    return {
+        "gpu_arches": arches,
+        "gpu_ptx": bool(settings.get("ptx", True)),
+        "gpu_arches_from": source,
+    }
 
 
 def _check_llvm_cpu(name: str, target: dict[str, Any]) -> None:

@@ -24,8 +24,16 @@ def phases(options: CompileOptions) -> list[tuple[str, list[tvm.transform.Pass]]
             ],
         ),
         ("safety", [SafeIndexing()]),
+        ("precision", _precision_passes(options.precision)),
         ("weights", [ExtractWeights(options.weight_threshold_bytes)]),
     ]
+
+
+def _precision_passes(precision: str) -> list[tvm.transform.Pass]:
+    if precision == "fp32":
+        return []
+    # fp16 compute with fp32 accumulation; FoldConstant stores the weights in fp16.
+    return [relax.transform.ToMixedPrecision(out_dtype="float32"), relax.transform.FoldConstant()]
 
 
 def graph_passes(options: CompileOptions) -> tvm.transform.Pass:
