@@ -104,6 +104,10 @@ def compile_model(
 
 
 def _check_toolchain(preset) -> None:
+    if preset.target.get("kind") == "cuda":
+        from .cuda import require_nvcc
+
+        require_nvcc()
     compiler = preset.cross_compiler
     if compiler and shutil.which(compiler) is None:
         raise BuildError(

@@ -36,6 +36,9 @@ def handle_errors(fn):
             _fail(exc.message, exc.hint, exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", None, 130)
+        except BrokenPipeError:  # `mlc ... | head`: the reader is gone; exit as SIGPIPE would
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except Exception as exc:  # the last line of defence: no traceback for users
             if os.environ.get("MLC_DEBUG"):
                 traceback.print_exception(exc)
@@ -143,16 +146,25 @@ def main():
     help="Pin an input's shape, e.g. x:1x3x224x224. Repeatable.",
 )
 @_dims_option("Pin a named symbolic dimension, e.g. batch=1. Repeatable.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="fp16: matmul/conv in fp16 with fp32 accumulation (for GPUs); I/O stays fp32.",
+)
 @click.option("--force", is_flag=True, help="Replace the output directory if it is a bundle.")
 @_json_option("Print a JSON summary on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @handle_errors
-def compile(model, out_dir, target, input_shapes, dims, force, as_json, quiet):
+def compile(model, out_dir, target, input_shapes, dims, precision, force, as_json, quiet):
     """Compile MODEL (.onnx) into a bundle directory."""
     from .api import compile_model
     from .options import CompileOptions
 
-    options = CompileOptions(target=target, input_shapes=input_shapes, dims=dims)
+    options = CompileOptions(
+        target=target, input_shapes=input_shapes, dims=dims, precision=precision
+    )
     result = compile_model(
         model, out_dir, options, force=force, progress=_progress(quiet or as_json)
     )

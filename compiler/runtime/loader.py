@@ -31,7 +31,7 @@ LOADER_FILE = "loader.py"
 RUNTIME_DIR = "lib"
 ALIGNMENT = 64  # bytes; TVM's kernels assume it for every tensor
 
-_DEVICE_TYPES = {"cpu": 1}
+_DEVICE_TYPES = {"cpu": 1, "cuda": 2}
 _POOLED_ALLOCATOR = 2
 _runtime_lock = threading.Lock()
 _loaded_runtime_libs: dict[str, ctypes.CDLL] = {}  # by file name, for the process's life
@@ -46,12 +46,16 @@ class InputError(ValueError):
 
 
 def load(
-    path: str | os.PathLike, device: str = "cpu", threads: int | None = None, verify: bool = True
+    path: str | os.PathLike,
+    device: str | None = None,
+    threads: int | None = None,
+    verify: bool = True,
 ) -> Model:
     """Load the bundle in directory `path`.
 
-    `threads` sets the number of worker threads for each calling thread (default: every CPU
-    this process may run on). `verify=False` skips the sha256 check of the bundle's files.
+    `device` is "cpu", or "cuda"/"cuda:N" for bundles compiled for NVIDIA GPUs (default: the
+    bundle's kind, GPU 0). `threads` sets the number of worker threads for each calling thread
+    (default: every CPU this process may run on). `verify=False` skips the sha256 check.
     """
     return Model(Path(path), device=device, threads=threads, verify=verify)
 
@@ -144,7 +148,16 @@ def _load_runtime(bundle: Path, manifest: dict[str, Any]) -> None:
         for name in manifest["runtime_libs"]:
             if name not in _loaded_runtime_libs:
                 path = str(bundle / RUNTIME_DIR / name)
-                _loaded_runtime_libs[name] = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                try:
+                    _loaded_runtime_libs[name] = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                except OSError as exc:
+                    if "libcuda.so" in str(exc):
+                        raise BundleError(
+                            "this bundle runs on NVIDIA GPUs, and this host has no NVIDIA driver "
+                            "(libcuda.so.1 was not found); install the driver (CUDA 13 or newer) "
+                            "or compile for a CPU target"
+                        ) from None
+                    raise BundleError(f"cannot load runtime library {name}: {exc}") from None
 
 
 class _Spec:
@@ -169,11 +182,11 @@ class Model:
         if verify:
             verify_files(bundle, manifest)
         check_host(manifest)
-        if device not in _DEVICE_TYPES:
-            raise BundleError(f"device {device!r} is not supported; expected one of: cpu")
+        kind, index = _parse_device(device, manifest)
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
-        self._device_type = _DEVICE_TYPES[device]
+        self.device = f"{kind}:{index}"
+        self._device_type, self._device_id = _DEVICE_TYPES[kind], index
         self._threads = threads
         self.inputs = [_Spec(e) for e in manifest["inputs"]]
         self.outputs = [_Spec(e) for e in manifest["outputs"]]
@@ -185,7 +198,15 @@ class Model:
         import tvm_ffi
 
         self._tvm_ffi = tvm_ffi
+        if kind == "cuda":
+            try:
+                _check_gpu(tvm_ffi, index, manifest)
+            except (RuntimeError, ValueError) as exc:  # the CUDA runtime's own failures
+                if isinstance(exc, BundleError):
+                    raise
+                raise BundleError(f"cannot use CUDA device {index}: {exc}") from None
         self._library = tvm_ffi.load_module(str((bundle / LIBRARY_FILE).resolve()))
+        self._transfer = _Transfer(tvm_ffi, kind, index) if kind != "cpu" else None
         self._weights = self._map_weights(bundle, manifest)
         self._local = threading.local()
         self._create_lock = threading.Lock()
@@ -201,7 +222,9 @@ class Model:
         tensors = []
         for e in entries:
             view = blob[e["offset"] : e["offset"] + e["nbytes"]].view(np.dtype(e["dtype"]))
-            tensors.append(self._tvm_ffi.from_dlpack(view.reshape(e["shape"])))
+            tensor = self._tvm_ffi.from_dlpack(view.reshape(e["shape"]))
+            # On a GPU the weights are copied once, at load, and stay resident.
+            tensors.append(self._transfer.to_device(tensor) if self._transfer else tensor)
         return tensors
 
     def _thread_state(self) -> _ThreadState:
@@ -209,8 +232,8 @@ class Model:
         if state is None:
             with self._create_lock:
                 vm = self._library["vm_load_executable"]()
-                dev = self._device_type
-                vm["vm_initialization"](dev, 0, _POOLED_ALLOCATOR, 1, 0, _POOLED_ALLOCATOR)
+                dev, dev_id = self._device_type, self._device_id
+                vm["vm_initialization"](dev, dev_id, _POOLED_ALLOCATOR, 1, 0, _POOLED_ALLOCATOR)
             if self._threads is not None:
                 self._tvm_ffi.get_global_func("runtime.config_threadpool")(0, self._threads)
             state = self._local.state = _ThreadState(vm, len(self.inputs), self._tvm_ffi)
@@ -218,6 +241,8 @@ class Model:
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
         """Run the model. Inputs by position or by name; returns {output name: array}."""
+        if self._transfer is not None:
+            return self._call_on_device(args, kwargs)
         state = self._thread_state()
         from_dlpack = self._tvm_ffi.from_dlpack
         bound: dict[str, int] = {}
@@ -232,6 +257,22 @@ class Model:
         if len(self.outputs) == 1:
             return {self.output_names[0]: _to_numpy(result, tensors)}
         return {name: _to_numpy(t, tensors) for name, t in zip(self.output_names, result)}
+
+    def _call_on_device(self, args: tuple, kwargs: dict) -> dict[str, np.ndarray]:
+        """GPU bundles: inputs already on the model's GPU (DLPack) are used in place, host
+        arrays are copied in; outputs come back to the host as numpy arrays."""
+        state = self._thread_state()
+        transfer = self._transfer
+        bound: dict[str, int] = {}
+        tensors = []
+        for spec, value in zip(self.inputs, self._arrange(args, kwargs)):
+            tensor = transfer.device_input(spec, value, bound)
+            if tensor is None:
+                tensor = transfer.to_device(self._tvm_ffi.from_dlpack(_check(spec, value, bound)))
+            tensors.append(tensor)
+        result = state.main(*tensors, *self._weights)
+        results = [result] if len(self.outputs) == 1 else list(result)
+        return {n: transfer.to_host(t) for n, t in zip(self.output_names, results)}
 
     def _arrange(self, args: tuple, kwargs: dict) -> list[Any]:
         specs = self.inputs
@@ -257,6 +298,80 @@ class Model:
             if value is None:
                 raise InputError(f"missing input {spec.name!r} ({spec.describe()})")
         return given
+
+
+def _parse_device(device: str | None, manifest: dict[str, Any]) -> tuple[str, int]:
+    kind = manifest["target"].get("device", "cpu")
+    device = device if device is not None else kind
+    name, _, index = device.partition(":")
+    if name not in _DEVICE_TYPES or (index and not index.isdigit()):
+        raise BundleError(f"device {device!r} is not valid; expected 'cpu', 'cuda' or 'cuda:N'")
+    if name != kind:
+        raise BundleError(
+            f"bundle was compiled for {kind} (target {manifest['target']['name']!r}) and cannot "
+            f"run on device {device!r}"
+        )
+    return name, int(index or 0)
+
+
+def _check_gpu(tvm_ffi: Any, index: int, manifest: dict[str, Any]) -> None:
+    """The GPU must exist and be able to run one of the bundle's architectures."""
+    attr = tvm_ffi.get_global_func("runtime.GetDeviceAttr")
+    if not attr(_DEVICE_TYPES["cuda"], index, 0):  # kExist
+        count = tvm_ffi.get_global_func("runtime.GetCudaDeviceCount")()
+        raise BundleError(f"there is no CUDA device {index}: this host has {count} GPU(s)")
+    major, minor = (int(v) for v in str(attr(_DEVICE_TYPES["cuda"], index, 4)).split("."))
+    name = attr(_DEVICE_TYPES["cuda"], index, 5)  # kDeviceName
+    cuda = manifest["target"]["cuda"]
+    sass = [(int(a[3:-1]), int(a[-1])) for a in cuda["sass"]]
+    ptx = [(int(a[8:-1]), int(a[-1])) for a in cuda["ptx"]]
+    # Machine code runs on its major version at an equal or higher minor; PTX on anything newer.
+    if any(m == major and n <= minor for m, n in sass) or any(p <= (major, minor) for p in ptx):
+        return
+    raise BundleError(
+        f"GPU {index} ({name}) is sm_{major}{minor}, and the bundle has machine code for "
+        f"{', '.join(cuda['sass'])} and PTX for {', '.join(cuda['ptx']) or 'none'}, none of which "
+        f"runs on it; recompile with --target sm_{major}{minor}"
+    )
+
+
+class _Transfer:
+    """Copies between host memory and one device, with the runtime's own functions."""
+
+    def __init__(self, tvm_ffi: Any, kind: str, index: int):
+        self._alloc = tvm_ffi.get_global_func("runtime.TVMTensorAllocWithScope")
+        self._copy = tvm_ffi.get_global_func("runtime.TVMTensorCopyFromTo")
+        self._from_dlpack = tvm_ffi.from_dlpack
+        self._device = tvm_ffi.device(kind, index)
+        self._host = tvm_ffi.device("cpu", 0)
+        self._dtype = tvm_ffi.dtype
+        self._dl = (_DEVICE_TYPES[kind], index)
+
+    def to_device(self, tensor: Any) -> Any:
+        out = self._alloc(tuple(tensor.shape), tensor.dtype, self._device, "global")
+        self._copy(tensor, out)
+        return out
+
+    def to_host(self, tensor: Any) -> np.ndarray:
+        out = self._alloc(tuple(tensor.shape), tensor.dtype, self._host, "global")
+        self._copy(tensor, out)
+        return np.from_dlpack(out)
+
+    def device_input(self, spec: _Spec, value: Any, bound: dict[str, int]) -> Any | None:
+        """A DLPack tensor already on this device, checked, or None for a host array."""
+        if isinstance(value, np.ndarray) or not hasattr(value, "__dlpack_device__"):
+            return None
+        dev = tuple(value.__dlpack_device__())
+        if dev[0] == _DEVICE_TYPES["cpu"]:
+            return None
+        if dev != self._dl:
+            raise InputError(f"input {spec.name!r} is on device {dev}, the model on {self._dl}")
+        tensor = self._from_dlpack(value)
+        if np.dtype(str(tensor.dtype)) != spec.dtype:
+            raise InputError(f"input {spec.name!r} has dtype {tensor.dtype}, expected {spec.dtype}")
+        if tuple(tensor.shape) != spec.static:
+            _check_shape(spec, tuple(tensor.shape), bound)
+        return tensor
 
 
 class _ThreadState:
