@@ -103,6 +103,44 @@ def compile_model(
     return CompileResult(bundle.path, bundle.manifest, timer.seconds)
 
 
+@dataclass(frozen=True)
+class TuneSummary:
+    db: str
+    target: str
+    tasks: int
+    trials: int
+    records: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {**vars(self), "seconds": round(self.seconds, 1)}
+
+
+def tune_model(
+    model_path: str | Path, options: CompileOptions, db: str | Path, trials: int, verbose: bool
+) -> TuneSummary:
+    """Tune the model's kernels for `options.target` into the database directory `db`."""
+    from .build import prepare
+    from .frontend import check_convertible, import_model, inspect_model, pin_shapes, read_onnx
+    from .schedules.tuning import tune
+    from .targets import load_preset, resolve_target
+
+    if trials < 1:
+        raise UsageError(f"--trials must be at least 1, got {trials}")
+    preset = load_preset(options.target)
+    t0 = time.perf_counter()
+    model = read_onnx(model_path)
+    check_convertible(inspect_model(model, str(model_path)))
+    imported = import_model(pin_shapes(model, options.input_shapes, options.dims))
+    del model
+    target = resolve_target(preset)
+    mod, _weights = prepare(imported, options)
+    result = tune(mod, target, db, trials, verbose)
+    return TuneSummary(
+        str(result.db), preset.name, result.tasks, trials, result.records, time.perf_counter() - t0
+    )
+
+
 def _check_toolchain(preset) -> None:
     if preset.target.get("kind") == "cuda":
         from .cuda import require_nvcc

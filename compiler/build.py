@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BuildError, ModelError
+from .errors import BuildError, MlcError, ModelError
 from .frontend import _OUR_BUGS, ImportedModel, _first_line, symbolic_dims_hint
 from .options import CompileOptions
 from .targets import ResolvedTarget
@@ -28,26 +28,49 @@ class BuiltModel:
     weights: tuple[Weight, ...]
     target: ResolvedTarget
     device_code: Any = None  # cuda.DeviceCode for GPU targets
+    tuning: dict | None = None  # {"tuned_kernels": k, "kernels": n} when a database was used
 
 
-def lowering_pipeline(target) -> Any:
-    """Relax → VM code: legalize and fuse, apply schedules, then TVM's lowering and finalisation.
+class _TuningCoverage:
+    """Counts, right after the database is applied, how many kernels it scheduled."""
 
-    Composed here instead of using TVM's default pipeline so that schedules (tuning records
-    first, default rules second) sit between fusion and lowering.
-    """
-    import tvm
-    from tvm import relax
+    def __init__(self):
+        self.kernels = self.tuned = None
+
+    def counter(self):
+        import tvm
+        from tvm import tirx
+
+        @tvm.transform.module_pass(opt_level=0, name="mlc.TuningCoverage")
+        def _count(mod, _ctx):
+            funcs = [f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)]
+            self.kernels = len(funcs)
+            self.tuned = sum(bool(f.attrs and f.attrs.get("tirx.is_scheduled")) for f in funcs)
+            return mod
+
+        return _count
+
+    def summary(self) -> dict | None:
+        if self.kernels is None:
+            return None
+        return {"tuned_kernels": self.tuned, "kernels": self.kernels}
+
+
+def _backend(target):
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.relax.backend.cuda import pipeline as cuda
 
-    from .schedules import default_schedules
-
     # TVM's CUDA legalize_passes apply dlight themselves (before any tuning record could win);
     # only its dispatch, dataflow-lowering and finalize phases are used, around our own.
-    backend = cuda if target.kind.name == "cuda" else cpu
+    return cuda if target.kind.name == "cuda" else cpu
 
-    legalize = [
+
+def fusion_passes(target) -> list:
+    """Relax ops → fused TIR kernels: what tuning tunes and schedules then schedule."""
+    from tvm import relax
+
+    return [
+        *_backend(target).library_dispatch_passes(target),
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
@@ -55,13 +78,21 @@ def lowering_pipeline(target) -> Any:
         relax.transform.FuseTIR(),
     ]
 
+
+def lowering_pipeline(target, schedules: list) -> Any:
+    """Relax → VM code: fuse, apply `schedules` (tuning records first, default rules second),
+    then TVM's lowering and finalisation. Composed here instead of TVM's default pipeline so
+    that the schedules sit between fusion and lowering."""
+    import tvm
+
+    backend = _backend(target)
+
     @tvm.transform.module_pass(opt_level=0, name="mlc.lowering")
     def _lower(mod, _ctx):
         with target:
             return tvm.transform.Sequential(
-                backend.library_dispatch_passes(target)
-                + legalize
-                + [default_schedules(target)]
+                fusion_passes(target)
+                + schedules
                 + backend.dataflow_lower_passes(target)
                 + backend.finalize_passes(target)
             )(mod)
@@ -69,35 +100,56 @@ def lowering_pipeline(target) -> Any:
     return _lower
 
 
-def build(imported: ImportedModel, target: ResolvedTarget, options: CompileOptions) -> BuiltModel:
-    """Run the graph passes and compile `imported` for `target`."""
+def prepare(imported: ImportedModel, options: CompileOptions):
+    """Graph passes, then the weights split off: (module, weights) ready for lowering."""
     import tvm
     from tvm.relax.frontend import detach_params
 
     from .passes import graph_passes
 
+    with tvm.transform.PassContext(opt_level=3):
+        mod = graph_passes(options)(imported.mod)
+    mod, params = detach_params(mod)
+    weight_vars = list(mod["main"].params)[len(imported.inputs) :]
+    weights = tuple(
+        Weight(str(var.name), np.from_dlpack(value))  # zero-copy view of TVM's tensor
+        for var, value in zip(weight_vars, params.get("main", []))
+    )
+    return mod, weights
+
+
+def build(imported: ImportedModel, target: ResolvedTarget, options: CompileOptions) -> BuiltModel:
+    """Run the graph passes and compile `imported` for `target`."""
+    import tvm
+
+    from .schedules import default_schedules
+
     tvm_target = tvm.target.Target(target.target)
+    tuned = _TuningCoverage()
     try:
-        with tvm.transform.PassContext(opt_level=3):
-            mod = graph_passes(options)(imported.mod)
-        mod, params = detach_params(mod)
-        main = mod["main"]
-        num_input = len(imported.inputs)
-        weight_vars = list(main.params)[num_input:]
-        values = params.get("main", [])
-        weights = tuple(
-            Weight(str(var.name), np.from_dlpack(value))  # zero-copy view of TVM's tensor
-            for var, value in zip(weight_vars, values)
-        )
-        with tvm.transform.PassContext(opt_level=3), _device_compiler(target) as device_code:
+        mod, weights = prepare(imported, options)
+        schedules = []
+        database = contextlib.nullcontext()
+        if options.db:
+            from .schedules.tuning import apply_database
+
+            with tvm_target:  # the pass takes the target from the context it is made in
+                apply, database = apply_database(options.db, target)
+            schedules += [apply, tuned.counter()]
+        schedules.append(default_schedules(tvm_target))
+        with (
+            tvm.transform.PassContext(opt_level=3),
+            database,
+            _device_compiler(target) as device_code,
+        ):
             executable = tvm.compile(
-                mod, target=tvm_target, relax_pipeline=lowering_pipeline(tvm_target)
+                mod, target=tvm_target, relax_pipeline=lowering_pipeline(tvm_target, schedules)
             )
-    except (ModelError, BuildError, *_OUR_BUGS):
+    except (MlcError, *_OUR_BUGS):
         raise
     except Exception as exc:  # TVM raises TVMError, ValueError, InternalError, ...
         _raise_build_error(exc, imported)
-    return BuiltModel(executable, weights, target, device_code)
+    return BuiltModel(executable, weights, target, device_code, tuned.summary())
 
 
 def _device_compiler(target: ResolvedTarget):

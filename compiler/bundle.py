@@ -114,6 +114,11 @@ def _write_files(
         "files": {p.relative_to(staging).as_posix(): _sha256(p) for p in files},
         "options": options.to_json(),
     }
+    if built.tuning is not None:
+        from .schedules.tuning import database_dir
+
+        records = database_dir(options.db, built.target) / "database_tuning_record.json"
+        manifest["tuning"] = {**built.tuning, "db": str(options.db), "sha256": _sha256(records)}
     (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

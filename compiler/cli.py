@@ -153,17 +153,26 @@ def main():
     show_default=True,
     help="fp16: matmul/conv in fp16 with fp32 accumulation (for GPUs); I/O stays fp32.",
 )
+@click.option(
+    "--db",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Tuning database (from `mlc tune`): its records win over default schedules.",
+)
 @click.option("--force", is_flag=True, help="Replace the output directory if it is a bundle.")
 @_json_option("Print a JSON summary on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @handle_errors
-def compile(model, out_dir, target, input_shapes, dims, precision, force, as_json, quiet):
+def compile(model, out_dir, target, input_shapes, dims, precision, db, force, as_json, quiet):
     """Compile MODEL (.onnx) into a bundle directory."""
     from .api import compile_model
     from .options import CompileOptions
 
     options = CompileOptions(
-        target=target, input_shapes=input_shapes, dims=dims, precision=precision
+        target=target,
+        input_shapes=input_shapes,
+        dims=dims,
+        precision=precision,
+        db=str(db) if db else None,
     )
     result = compile_model(
         model, out_dir, options, force=force, progress=_progress(quiet or as_json)
@@ -183,6 +192,12 @@ def compile(model, out_dir, target, input_shapes, dims, precision, force, as_jso
         click.echo(f"  input   {_fmt_tensor(t)}")
     for t in m["outputs"]:
         click.echo(f"  output  {_fmt_tensor(t)}")
+    if "tuning" in m:
+        t = m["tuning"]
+        click.echo(
+            f"  tuned   {t['tuned_kernels']} of {t['kernels']} kernels from {t['db']}; "
+            "the rest use default schedules"
+        )
     weights = sum(w["nbytes"] for w in m["weights"])
     size = (Path(out_dir) / "model.so").stat().st_size
     click.echo(f"  weights {_fmt_bytes(weights)} in weights.bin; model.so {_fmt_bytes(size)}")
@@ -342,6 +357,50 @@ def bench(bundle, compare_model, threads, seconds, dims, as_json):
         click.echo(
             f"speed vs onnxruntime (median): {result.ratio:.3f}x "
             f"({'faster' if result.ratio >= 1 else 'slower'})"
+        )
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", default="x86", show_default=True, help="Target preset or preset file.")
+@click.option(
+    "--db",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Tuning database directory (created if missing; reused and extended).",
+)
+@click.option(
+    "--trials",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Measurement trials across all kernels.",
+)
+@click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    callback=_parse_shape,
+    metavar="NAME:DIMS",
+    help="Pin an input's shape, as for compile.",
+)
+@_dims_option("Pin a named symbolic dimension, as for compile.")
+@_json_option("Print a JSON summary on stdout.")
+@handle_errors
+def tune(model, target, db, trials, input_shapes, dims, as_json):
+    """Tune MODEL's kernels with MetaSchedule; compile with --db to use the records."""
+    from .api import tune_model
+    from .options import CompileOptions
+
+    options = CompileOptions(target=target, input_shapes=input_shapes, dims=dims)
+    summary = tune_model(model, options, db, trials, verbose=sys.stderr.isatty() and not as_json)
+    if as_json:
+        click.echo(json.dumps(summary.to_json(), indent=2))
+    else:
+        click.echo(
+            f"tuned {summary.tasks} kernels of {model} for {summary.target} with "
+            f"{summary.trials} trials in {summary.seconds:.0f} s: {summary.records} "
+            f"records in {summary.db}"
         )
 
 

@@ -18,6 +18,8 @@ class CompileOptions:
     weight_threshold_bytes: int = 1024
     # "fp32", or "fp16": matmul/conv in fp16 with fp32 accumulation; inputs/outputs stay fp32.
     precision: str = "fp32"
+    # tuning database directory: its records win over the default schedules.
+    db: str | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)

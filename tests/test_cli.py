@@ -11,7 +11,7 @@ from conftest import mlc, mlc_subprocess
 from onnx import TensorProto
 from onnx import helper as h
 
-COMMANDS = ["compile", "inspect", "run", "bench", "targets"]
+COMMANDS = ["compile", "inspect", "run", "bench", "targets", "tune", "package"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
