@@ -213,8 +213,7 @@ def _check_deployable(staging: Path, built: BuiltModel) -> None:
     libs = list(preset.runtime_libs)
     device_libs = [n for n in libs if "cuda" in n]  # need a GPU driver to load at all
     if preset.is_cross or device_libs:
-        # Kernel launchers live in the host module; its imports (CUDA) cannot be queried here.
-        names = [n for n in names if not built.executable.mod.implements_function(n, False)]
+        names = [n for n in names if not _implements(built.executable.mod, n)]
         model, lib_dir = "-", runtime_lib_dir(host_arch())
         libs = [n for n in libs if n not in device_libs]
         if built.device_code is not None:  # GPU kernels are functions of the device module
@@ -247,6 +246,17 @@ def _check_deployable(staging: Path, built: BuiltModel) -> None:
             "operator with data-dependent output shapes (e.g. NonZero), which mlc cannot "
             "deploy yet",
         )
+
+
+def _implements(module, name: str) -> bool:
+    """Whether `module` or its imports define `name`. Device modules (CUDA) are skipped: in
+    the compiler they are placeholders that raise when asked; their kernels are known from
+    the device code the build produced."""
+    if module.kind == "cuda":
+        return False
+    return module.implements_function(name, False) or any(
+        _implements(m, name) for m in module.imports
+    )
 
 
 def _is_kernel(name: str, kernels: set[str]) -> bool:
