@@ -115,8 +115,6 @@ def validate(model, path: str | Path) -> None:
 
 def inspect_model(model, path: str = "") -> ModelReport:
     """Summarise a model and find every node the importer cannot convert."""
-    from onnx import numpy_helper  # noqa: F401  (keeps onnx's lazy helpers importable)
-
     graph = model.graph
     init_names = {i.name for i in graph.initializer}
     inputs = tuple(_tensor_info(v) for v in graph.input if v.name not in init_names)
