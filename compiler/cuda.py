@@ -58,6 +58,17 @@ def local_gpu_arch() -> str | None:
     return "sm_" + first.replace(".", "") if first.replace(".", "").isdigit() else None
 
 
+def gpu_available() -> bool:
+    """Whether this host has an NVIDIA driver and at least one GPU."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return local_gpu_arch() is not None
+
+
 def require_nvcc() -> str:
     nvcc = shutil.which("nvcc")
     if nvcc is None:

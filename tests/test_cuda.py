@@ -5,7 +5,6 @@ Running the bundles needs a GPU, which CI does not have: `test_runs_on_gpu` runs
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import pytest
 from conftest import ROOT, mlc, mlc_subprocess
 
 from compiler.api import compile_model
-from compiler.cuda import DEFAULT_ARCHES, fatbin_contents, local_gpu_arch
+from compiler.cuda import DEFAULT_ARCHES, fatbin_contents, gpu_available, local_gpu_arch
 from compiler.options import CompileOptions
 from compiler.targets import list_presets
 
@@ -26,14 +25,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)"),
 ]
 GPU_PRESETS = {p.name: p for p in list_presets() if p.target["kind"] == "cuda"}
-
-
-def _has_gpu() -> bool:
-    try:
-        ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return False
-    return local_gpu_arch() is not None
 
 
 def _embedded_fatbins(library: bytes) -> list[list[tuple[str, str]]]:
@@ -98,7 +89,7 @@ def test_compile_summary_says_which_arches(model_dir, tmp_path):
     assert "for sm_86 (sm_86 + PTX compute_86; from the preset)" in r.stdout
 
 
-@pytest.mark.skipif(_has_gpu(), reason="this host has a GPU")
+@pytest.mark.skipif(gpu_available(), reason="this host has a GPU")
 def test_loading_without_a_gpu_is_a_clear_error(cuda_bundle):
     r = mlc_subprocess("run", cuda_bundle("sm_80"))  # a clean process, as on a deploy host
     assert r.returncode == 6
@@ -164,7 +155,7 @@ def test_device_transfers_round_trip_on_the_host_device(bundles):
     np.testing.assert_array_equal(transfer.to_host(on_device), x)
 
 
-@pytest.mark.skipif(not _has_gpu(), reason="needs an NVIDIA GPU and driver")
+@pytest.mark.skipif(not gpu_available(), reason="needs an NVIDIA GPU and driver")
 @pytest.mark.parametrize("model", ["convnet", "mlp", "transformer", "multi_io"])
 def test_runs_on_gpu(cuda_bundle, model_dir, model):
     args = ["--dim", "N=2"] if model == "convnet" else []

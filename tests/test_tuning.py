@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 
 import numpy as np
@@ -10,16 +9,8 @@ import pytest
 from conftest import mlc, mlc_subprocess
 
 from compiler.api import load_bundle
-from compiler.cuda import local_gpu_arch
+from compiler.cuda import gpu_available
 from compiler.reference import run_reference
-
-
-def _has_gpu() -> bool:
-    try:
-        ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return False
-    return local_gpu_arch() is not None
 
 
 @pytest.mark.slow
@@ -64,7 +55,7 @@ def test_database_without_records_for_the_target(model_dir, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.skipif(_has_gpu(), reason="this host has a GPU")
+@pytest.mark.skipif(gpu_available(), reason="this host has a GPU")
 def test_cuda_tuning_needs_a_gpu(model_dir, tmp_path):
     r = mlc("tune", model_dir / "mlp.onnx", "--db", tmp_path / "db", "--target", "cuda")
     assert r.exit_code == 2

@@ -100,15 +100,9 @@ def apply_database(db: str | os.PathLike, target: ResolvedTarget):
 
 
 def _require_gpu() -> None:
-    import ctypes
+    from ..cuda import gpu_available
 
-    from ..cuda import local_gpu_arch
-
-    try:
-        ctypes.CDLL("libcuda.so.1")
-        has_gpu = local_gpu_arch() is not None
-    except OSError:
-        has_gpu = False
+    has_gpu = gpu_available()
     if not has_gpu:
         raise UsageError(
             "tuning for CUDA measures each candidate kernel on a GPU, and this host has none "
