@@ -63,6 +63,10 @@ def tune(mod, target: ResolvedTarget, db: str | os.PathLike, trials: int, verbos
     )
     # Measure with the threads the bundle will run with (TVM's default is half the cores).
     os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    # A builder worker's first build imports tvm.s_tir.tensor_intrin, about 30 s on a 2-core
+    # machine: inside MetaSchedule's default 30 s build timeout, every candidate then "fails".
+    # The workers import it when they start, and the timeout leaves room for a slow machine.
+    builder = ms.builder.LocalBuilder(timeout_sec=_BUILD_TIMEOUT_S, initializer=_warm_worker)
     try:
         database = ms.relax_integration.tune_relax(
             mod=fused,
@@ -71,11 +75,19 @@ def tune(mod, target: ResolvedTarget, db: str | os.PathLike, trials: int, verbos
             work_dir=str(work_dir),
             max_trials_global=trials,
             num_trials_per_iter=min(64, max(1, trials)),
+            builder=builder,
         )
     except (RuntimeError, ValueError) as exc:
         raise BuildError(f"tuning failed: {str(exc).strip().splitlines()[-1]}") from exc
     records = len(database.get_all_tuning_records())
     return TuneResult(work_dir, len(tasks), trials, records)
+
+
+_BUILD_TIMEOUT_S = 120.0
+
+
+def _warm_worker() -> None:
+    import tvm.s_tir.tensor_intrin  # noqa: F401  (registers intrinsics; slow, see tune())
 
 
 def apply_database(db: str | os.PathLike, target: ResolvedTarget):
