@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BuildError, MlcError, ModelError
-from .frontend import _OUR_BUGS, ImportedModel, _first_line, symbolic_dims_hint
+from .errors import BuildError, MlcError
+from .frontend import _OUR_BUGS, ImportedModel, _first_line, symbolic_dims_error
 from .options import CompileOptions
 from .targets import ResolvedTarget
 
@@ -162,19 +162,9 @@ def _device_compiler(target: ResolvedTarget):
 
 
 def _raise_build_error(exc: Exception, imported: ImportedModel):
-    message = _first_line(exc)
-    dynamic: dict[str, list[str]] = {}
-    for info in imported.inputs:
-        for axis, dim in enumerate(info.shape):
-            if isinstance(dim, str):
-                dynamic.setdefault(dim, []).append(f"{info.name}[{axis}]")
-    if dynamic:
-        where = ", ".join(f"{d} ({', '.join(at)})" for d, at in dynamic.items())
-        raise ModelError(
-            f"the model cannot be compiled with symbolic dims {where}: {message}",
-            hint=symbolic_dims_hint({k: tuple(v) for k, v in dynamic.items()}),
-        ) from exc
+    if imported.dynamic_dims:
+        raise symbolic_dims_error("compiled", exc, imported.dynamic_dims) from exc
     raise BuildError(
-        f"TVM failed to compile the model: {message}",
+        f"TVM failed to compile the model: {_first_line(exc)}",
         hint="rerun with MLC_DEBUG=1 for TVM's full error",
     ) from exc

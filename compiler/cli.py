@@ -89,6 +89,20 @@ def _json_option(help_text: str):
     return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
+_target_option = click.option(
+    "--target",
+    default="x86",
+    show_default=True,
+    help="Target preset name (see `mlc targets`) or path of a preset .toml file.",
+)
+_input_shape_option = click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    callback=_parse_shape,
+    metavar="NAME:DIMS",
+    help="Pin an input's shape, e.g. x:1x3x224x224. Repeatable.",
+)
 _threads_option = click.option(
     "--threads", type=click.IntRange(min=1), help="Worker threads (default: all CPUs)."
 )
@@ -131,20 +145,8 @@ def main():
     type=click.Path(path_type=Path),
     help="Bundle directory to create.",
 )
-@click.option(
-    "--target",
-    default="x86",
-    show_default=True,
-    help="Target preset name (see `mlc targets`) or path of a preset .toml file.",
-)
-@click.option(
-    "--input-shape",
-    "input_shapes",
-    multiple=True,
-    callback=_parse_shape,
-    metavar="NAME:DIMS",
-    help="Pin an input's shape, e.g. x:1x3x224x224. Repeatable.",
-)
+@_target_option
+@_input_shape_option
 @_dims_option("Pin a named symbolic dimension, e.g. batch=1. Repeatable.")
 @click.option(
     "--precision",
@@ -302,6 +304,11 @@ def run(bundle, input_path, output_path, check_model, rtol, atol, seed, dims, th
     if comparison is not None:
         if not comparison.ok:
             for m in comparison.mismatches:
+                if m.reason:
+                    click.echo(
+                        f"error: output {m.output!r} differs from onnxruntime: {m.reason}", err=True
+                    )
+                    continue
                 click.echo(
                     f"error: output {m.output!r} differs from onnxruntime: worst at index "
                     f"{list(m.index)}: got {m.got:.6g}, expected {m.expected:.6g} "
@@ -362,7 +369,7 @@ def bench(bundle, compare_model, threads, seconds, dims, as_json):
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--target", default="x86", show_default=True, help="Target preset or preset file.")
+@_target_option
 @click.option(
     "--db",
     required=True,
@@ -376,14 +383,7 @@ def bench(bundle, compare_model, threads, seconds, dims, as_json):
     type=click.IntRange(min=1),
     help="Measurement trials across all kernels.",
 )
-@click.option(
-    "--input-shape",
-    "input_shapes",
-    multiple=True,
-    callback=_parse_shape,
-    metavar="NAME:DIMS",
-    help="Pin an input's shape, as for compile.",
-)
+@_input_shape_option
 @_dims_option("Pin a named symbolic dimension, as for compile.")
 @_json_option("Print a JSON summary on stdout.")
 @handle_errors

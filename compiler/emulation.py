@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BundleError, UsageError
-
-RUNNER = "bin/mlc-runner"
+from .runner import RUNNER, runner_command
 
 
 class EmulatedModel:
@@ -62,7 +61,7 @@ class EmulatedModel:
                 expected = ", ".join(self.input_names)
                 raise UsageError(f"unknown input {name!r}; the model's inputs are: {expected}")
         with tempfile.TemporaryDirectory(prefix="mlc-emu-") as tmp:
-            args = [str(self.path)]
+            args = []
             for spec in self.inputs:
                 if spec.name not in inputs:
                     raise UsageError(f"missing input {spec.name!r} ({spec.describe()})")
@@ -70,14 +69,14 @@ class EmulatedModel:
                     array = self._loader._check(spec, inputs[spec.name], bound)
                 except ValueError as exc:
                     raise UsageError(str(exc)) from None
-                path = Path(tmp) / f"in{len(args)}.npy"
+                path = Path(tmp) / f"in{len(args) // 2}.npy"
                 np.save(path, array)
                 args += ["--input", f"{spec.name}={path}"]
             args += ["--output-dir", tmp, "--repeat", str(repeat), "--warmup", "1"]
             if self._threads:
                 args += ["--threads", str(self._threads)]
             result = subprocess.run(
-                [*self._prefix, str(self.path / RUNNER), *args], capture_output=True, text=True
+                runner_command(self.path, args, self._prefix), capture_output=True, text=True
             )
             if result.returncode != 0:
                 message = (result.stderr.strip().splitlines() or ["no output"])[-1]

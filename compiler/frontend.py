@@ -73,7 +73,7 @@ class ImportedModel:
     mod: Any  # tvm.IRModule
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
-    symbolic_dims: tuple[str, ...]
+    dynamic_dims: dict[str, tuple[str, ...]]  # symbolic dim -> ("input[axis]", ...)
 
 
 def read_onnx(path: str | Path):
@@ -227,28 +227,25 @@ def import_model(model) -> ImportedModel:
         _raise_import_error(exc, report)
     outputs = _output_infos(mod["main"], report.outputs)
     return ImportedModel(
-        mod=mod, inputs=report.inputs, outputs=outputs, symbolic_dims=tuple(report.dynamic_dims)
+        mod=mod, inputs=report.inputs, outputs=outputs, dynamic_dims=report.dynamic_dims
     )
 
 
-def symbolic_dims_hint(dims: dict[str, tuple[str, ...]]) -> str:
-    """The flags that pin the given symbolic dims."""
-    return (
-        "pin them: "
-        + " ".join(f"--dim {d}=VALUE" for d in dims)
-        + (" (or --input-shape NAME:1x3x224x224)")
+def symbolic_dims_error(stage: str, exc: Exception, dims: dict[str, tuple[str, ...]]):
+    """The error for a model that fails to be `stage` ("imported", "compiled") with dims left
+    symbolic: it names each dim and where it appears, and shows the flags that pin them."""
+    where = ", ".join(f"{d} ({', '.join(at)})" for d, at in dims.items())
+    flags = " ".join(f"--dim {d}=VALUE" for d in dims)
+    return ModelError(
+        f"the model cannot be {stage} with symbolic dims {where}: {_first_line(exc)}",
+        hint=f"pin them: {flags} (or --input-shape NAME:1x3x224x224)",
     )
 
 
 def _raise_import_error(exc: Exception, report: ModelReport):
-    message = _first_line(exc)
     if report.dynamic_dims:
-        where = ", ".join(f"{d} ({', '.join(at)})" for d, at in report.dynamic_dims.items())
-        raise ModelError(
-            f"the model cannot be imported with symbolic dims {where}: {message}",
-            hint=symbolic_dims_hint(report.dynamic_dims),
-        ) from None
-    raise ModelError(f"the ONNX importer failed: {message}") from None
+        raise symbolic_dims_error("imported", exc, report.dynamic_dims) from None
+    raise ModelError(f"the ONNX importer failed: {_first_line(exc)}") from None
 
 
 def _output_infos(func, onnx_outputs: tuple[TensorInfo, ...]) -> tuple[TensorInfo, ...]:

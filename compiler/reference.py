@@ -21,6 +21,7 @@ class Mismatch:
     abs_diff: float
     bad_elements: int
     total_elements: int
+    reason: str = ""  # set when no element can be compared: the shapes or dtypes differ
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,12 @@ def compare(
     for name, ref in expected.items():
         out = got[name]
         if out.shape != ref.shape or out.dtype != ref.dtype:
-            mismatches.append(Mismatch(name, (), float("nan"), float("nan"), float("inf"), 0, 0))
+            reason = (
+                f"got {out.dtype}{list(out.shape)}, onnxruntime gives {ref.dtype}{list(ref.shape)}"
+            )
+            mismatches.append(
+                Mismatch(name, (), float("nan"), float("nan"), float("inf"), 0, 0, reason)
+            )
             diffs[name] = float("inf")
             continue
         a = out.astype(np.float64)

@@ -6,12 +6,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
-from conftest import ROOT, mlc
+from conftest import ROOT, mlc, mlc_subprocess
 
 from compiler.api import compile_model
 from compiler.options import CompileOptions
@@ -95,22 +94,8 @@ def test_offline_without_cached_runtime_is_a_clear_error(tmp_path, model_dir):
         "MLC_WHEEL_DIR": str(tmp_path / "no-wheels"),
     }
     (tmp_path / "no-wheels").mkdir()
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "compiler.cli",
-            "compile",
-            model_dir / "mlp.onnx",
-            "-o",
-            tmp_path / "out",
-            "--target",
-            "arm",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
+    r = mlc_subprocess(
+        "compile", model_dir / "mlp.onnx", "-o", tmp_path / "out", "--target", "arm", env=env
     )
     assert r.returncode == 4, r.stderr
     lines = r.stderr.splitlines()

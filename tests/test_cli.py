@@ -266,7 +266,7 @@ def test_bench_compare_json(bundles, model_dir):
     assert data["speedup_vs_onnxruntime"] > 0
 
 
-def test_targets_lists_presets_without_tvm():
+def test_targets_json_lists_the_presets():
     r = mlc_subprocess("targets", "--json")
     assert r.returncode == 0
     names = {p["name"] for p in json.loads(r.stdout)}
@@ -304,3 +304,16 @@ def test_functions_missing_from_the_bundled_runtime_fail_the_compile(tmp_path, m
         "provide: relax.run.nonzero"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_check_names_a_shape_or_dtype_difference():
+    from compiler.reference import compare
+
+    result = compare(
+        {"y": np.zeros((2, 3), np.float32)},
+        {"y": np.zeros((2, 4), np.float64)},
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    assert not result.ok
+    assert result.mismatches[0].reason == ("got float32[2, 3], onnxruntime gives float64[2, 4]")

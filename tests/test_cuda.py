@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, mlc, mlc_subprocess
+from conftest import mlc, mlc_subprocess
 
 from compiler.api import compile_model
 from compiler.cuda import DEFAULT_ARCHES, fatbin_contents, gpu_available, local_gpu_arch
@@ -117,22 +116,8 @@ def test_missing_nvcc_is_a_clear_error(model_dir, tmp_path):
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin"}
     if shutil.which("nvcc", path=env["PATH"]):
         pytest.skip("nvcc is in /usr/bin here")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "compiler.cli",
-            "compile",
-            model_dir / "mlp.onnx",
-            "-o",
-            tmp_path / "out",
-            "--target",
-            "cuda",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
+    r = mlc_subprocess(
+        "compile", model_dir / "mlp.onnx", "-o", tmp_path / "out", "--target", "cuda", env=env
     )
     assert r.returncode == 4
     assert r.stderr.splitlines() == [
