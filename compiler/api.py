@@ -76,13 +76,14 @@ def compile_model(
         read_onnx,
         validate,
     )
+    from .onnx_prepare import bind_inputs
 
     with timer("import"):
         say(f"reading {model_path}")
         model = read_onnx(model_path)
         check_convertible(inspect_model(model, str(model_path)))
         validate(model, model_path)
-        pinned = pin_shapes(model, options.input_shapes, options.dims)
+        pinned = bind_inputs(pin_shapes(model, options.input_shapes, options.dims), options.bind)
         say("importing into Relax")
         imported = import_model(pinned)
         del model, pinned  # the Relax module holds the weights now; free the protobuf copy
@@ -122,6 +123,7 @@ def tune_model(
     """Tune the model's kernels for `options.target` into the database directory `db`."""
     from .build import prepare
     from .frontend import check_convertible, import_model, inspect_model, pin_shapes, read_onnx
+    from .onnx_prepare import bind_inputs
     from .schedules.tuning import tune
     from .targets import load_preset, resolve_target
 
@@ -131,7 +133,9 @@ def tune_model(
     t0 = time.perf_counter()
     model = read_onnx(model_path)
     check_convertible(inspect_model(model, str(model_path)))
-    imported = import_model(pin_shapes(model, options.input_shapes, options.dims))
+    imported = import_model(
+        bind_inputs(pin_shapes(model, options.input_shapes, options.dims), options.bind)
+    )
     del model
     target = resolve_target(preset)
     mod, _weights = prepare(imported, options)

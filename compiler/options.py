@@ -20,6 +20,8 @@ class CompileOptions:
     precision: str = "fp32"
     # tuning database directory: its records win over the default schedules.
     db: str | None = None
+    # input name -> .npy file: the input becomes a constant of the model (`--bind`).
+    bind: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         data = asdict(self)

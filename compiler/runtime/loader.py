@@ -417,8 +417,9 @@ def _check(spec: _Spec, value: Any, bound: dict[str, int]) -> np.ndarray:
         )
     if array.shape != spec.static:
         _check_shape(spec, array.shape, bound)
-    if not array.flags.c_contiguous:
-        array = np.ascontiguousarray(array)
+    if not array.flags.c_contiguous or not array.flags.writeable:
+        # DLPack cannot export a read-only array (np.frombuffer, a read-only memmap): copy it.
+        array = np.array(array, order="C")
     return array
 
 

@@ -1,0 +1,191 @@
+"""The ONNX backend node test cases: generate them, read them, compare outputs."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+RTOL = 1e-3
+ATOL = 1e-3
+
+# Inputs a real user would fix at compile time: (op type, input index) positions that carry a
+# shape, axes, sizes, counts or pads rather than data. The runner binds a test case's graph
+# inputs that feed one of these (and only those) when the plain compile fails.
+SHAPE_POSITIONS = {
+    "Reshape": {1},
+    "Expand": {1},
+    "Tile": {1},
+    "ConstantOfShape": {0},
+    "Slice": {1, 2, 3, 4},
+    "Squeeze": {1},
+    "Unsqueeze": {1},
+    "Pad": {1, 2, 3},
+    "Resize": {1, 2, 3},
+    "Upsample": {1},
+    "TopK": {1},
+    "OneHot": {1},
+    "Split": {1},
+    "CumSum": {1},
+    "Range": {0, 1, 2},
+    "ReduceSum": {1},
+    "ReduceMean": {1},
+    "ReduceMax": {1},
+    "ReduceMin": {1},
+    "ReduceProd": {1},
+    "ReduceL1": {1},
+    "ReduceL2": {1},
+    "ReduceLogSum": {1},
+    "ReduceLogSumExp": {1},
+    "ReduceSumSquare": {1},
+    "CenterCropPad": {1, 2},
+    "Trilu": {1},
+    "RandomNormalLike": set(),
+    "MaxUnpool": {2},
+    "NonMaxSuppression": {2, 3, 4},
+    "Col2Im": {1, 2},
+    "DFT": {1, 2},
+    "STFT": {1, 2, 3},
+    "BlackmanWindow": {0},
+    "HannWindow": {0},
+    "HammingWindow": {0},
+    "MelWeightMatrix": {0, 1, 2},
+    "SplitToSequence": {1},
+    "TfIdfVectorizer": set(),
+    "GridSample": set(),
+    "AffineGrid": {1},
+    "ReverseSequence": set(),
+    "Shrink": set(),
+    "TensorScatter": set(),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    dir: Path
+
+    @property
+    def model_path(self) -> Path:
+        return self.dir / "model.onnx"
+
+
+def generate(data_dir: Path) -> None:
+    """Write every node test case (model + input/output protobufs) under data_dir/node."""
+    import onnx.backend.test.case.node as node_cases
+    import onnx.backend.test.cmd_tools as cmd_tools
+
+    # generate_data writes whatever its collector returns: point it at the node tests.
+    cmd_tools.model_test.collect_testcases = node_cases.collect_testcases
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        with np.errstate(all="ignore"):
+            cmd_tools.generate_data(argparse.Namespace(output=str(data_dir)))
+
+
+def list_cases(data_dir: Path, pattern: str | None = None) -> list[Case]:
+    import fnmatch
+
+    root = data_dir / "node"
+    names = sorted(p.name for p in root.iterdir() if (p / "model.onnx").is_file())
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return [Case(n, root / n) for n in names]
+
+
+def load_data_sets(case: Case, model) -> list[tuple[dict, list]]:
+    """[(inputs by name, expected outputs in graph order)] for each test_data_set_N."""
+    sets = []
+    for ds in sorted(case.dir.glob("test_data_set_*")):
+        inputs = {
+            vi.name: _read_value(ds / f"input_{i}.pb", vi)
+            for i, vi in enumerate(model.graph.input)
+            if (ds / f"input_{i}.pb").exists()
+        }
+        outputs = [
+            _read_value(ds / f"output_{i}.pb", vi) for i, vi in enumerate(model.graph.output)
+        ]
+        sets.append((inputs, outputs))
+    return sets
+
+
+def _read_value(path: Path, value_info):
+    import onnx
+    from onnx import numpy_helper
+
+    data = path.read_bytes()
+    kind = value_info.type.WhichOneof("value")
+    if kind == "sequence_type":
+        proto = onnx.SequenceProto.FromString(data)
+        return numpy_helper.to_list(proto)
+    if kind == "optional_type":
+        proto = onnx.OptionalProto.FromString(data)
+        return numpy_helper.to_optional(proto)
+    if kind == "map_type":
+        return numpy_helper.to_dict(onnx.MapProto.FromString(data))
+    return numpy_helper.to_array(onnx.TensorProto.FromString(data))
+
+
+def main_op(case: Case, model) -> str:
+    """The operator a case tests: its single node, or the op of the case it expands."""
+    if len(model.graph.node) == 1:
+        return model.graph.node[0].op_type
+    if "_expanded" in case.name:
+        import onnx
+
+        base = case.dir.parent / case.name.split("_expanded")[0] / "model.onnx"
+        if base.is_file():
+            nodes = onnx.load(str(base), load_external_data=False).graph.node
+            if len(nodes) == 1:
+                return nodes[0].op_type
+    return model.graph.node[-1].op_type if model.graph.node else "?"
+
+
+def bindable_inputs(model) -> list[str]:
+    """Graph inputs of integer type that feed a shape/axes position of some node."""
+    import onnx
+
+    ints = {
+        vi.name
+        for vi in model.graph.input
+        if vi.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+    }
+    found = []
+    for node in model.graph.node:
+        for index in SHAPE_POSITIONS.get(node.op_type, ()):
+            if index < len(node.input) and node.input[index] in ints:
+                found.append(node.input[index])
+    return sorted(set(found))
+
+
+def compare(got, expected) -> str | None:
+    """None when `got` matches `expected`; otherwise a one-line reason."""
+    if isinstance(expected, list) or isinstance(got, list):
+        return "sequence outputs are not compared"
+    got = np.asarray(got)
+    expected = np.asarray(expected)
+    if got.shape != expected.shape:
+        return f"shape {got.shape}, expected {expected.shape}"
+    if got.dtype != expected.dtype:
+        return f"dtype {got.dtype}, expected {expected.dtype}"
+    if expected.dtype.kind in "biuUSO" or expected.size == 0:
+        bad = got != expected
+    else:
+        g = got.astype(np.float64)
+        e = expected.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            close = np.isclose(g, e, rtol=RTOL, atol=ATOL, equal_nan=True)
+        bad = ~close
+    count = int(np.count_nonzero(bad))
+    if not count:
+        return None
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    return (
+        f"{count} of {expected.size} elements differ; at {index} got {got[index]!r}, "
+        f"expected {expected[index]!r}"
+    )

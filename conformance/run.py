@@ -1,0 +1,131 @@
+"""Run the ONNX backend node tests through onnxruntime and mlc; write REPORT.md + results.json.
+
+    .venv/bin/python -m conformance.run [--jobs 2] [--filter 'test_lstm*'] [--timeout 180]
+
+The node test data is generated once into build/conformance-data (onnx ships the generator,
+not the data). onnxruntime's results are cached there per onnxruntime version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT / "build" / "conformance-data"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    from . import cases
+
+    if not (args.data / "node").is_dir():
+        _say(f"generating the ONNX node test cases into {args.data}")
+        cases.generate(args.data)
+    selected = cases.list_cases(args.data, args.filter)
+    if not selected:
+        _say(f"no case matches {args.filter!r}")
+        return 2
+    out = args.out or (ROOT / "conformance" if not args.filter else ROOT / "build" / "conformance")
+    _preload()
+    t0 = time.monotonic()
+    ort = _onnxruntime_results(args, selected)
+    mlc = _run(selected, "mlc", args)
+    results = {c.name: {"ort": ort[c.name], "mlc": mlc[c.name]} for c in selected}
+    meta = _meta(args, time.monotonic() - t0)
+    from .report import write
+
+    summary = write(results, out, meta)
+    _say(f"wrote {out / 'REPORT.md'}: {json.dumps(summary)}")
+    return 0
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="conformance.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="test data cache dir")
+    parser.add_argument("--out", type=Path, help="report dir (default: conformance/)")
+    parser.add_argument("--filter", help="only cases whose name matches this glob")
+    parser.add_argument("--jobs", type=int, default=1, help="cases run at once (at most 2)")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds per case")
+    args = parser.parse_args(argv)
+    if not 1 <= args.jobs <= 2:
+        parser.error(f"--jobs must be 1 or 2, got {args.jobs}")
+    return args
+
+
+def _preload() -> None:
+    """Import what every case needs once, before forking (TVM alone takes seconds)."""
+    import onnxruntime  # noqa: F401
+    import tvm.relax.frontend.onnx  # noqa: F401
+
+    import compiler.api
+    import compiler.build
+    import compiler.bundle
+    import compiler.frontend
+    import compiler.targets  # noqa: F401
+
+
+def _onnxruntime_results(args, selected) -> dict[str, dict]:
+    import onnxruntime
+
+    cache_path = args.data / f"onnxruntime-{onnxruntime.__version__}.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    missing = [c for c in selected if c.name not in cache]
+    if missing:
+        cache.update(_run(missing, "onnxruntime", args))
+        cache_path.write_text(json.dumps(cache, indent=0, sort_keys=True))
+    return {c.name: cache[c.name] for c in selected}
+
+
+def _run(selected, which: str, args) -> dict[str, dict]:
+    from .check import check_mlc, check_onnxruntime
+    from .forkpool import run_forked
+
+    work = check_mlc if which == "mlc" else check_onnxruntime
+    results: dict[str, dict] = {}
+    t0 = time.monotonic()
+
+    def on_result(key: str, result: dict) -> None:
+        results[key] = result
+        done = len(results)
+        if which == "mlc" and (done % 25 == 0 or done == len(selected)):
+            passed = sum(r["status"] == "pass" for r in results.values())
+            _say(
+                f"{which}: {done}/{len(selected)} cases, {passed} pass, "
+                f"{time.monotonic() - t0:.0f} s"
+            )
+
+    run_forked(((c.name, c) for c in selected), work, args.jobs, args.timeout, on_result)
+    return results
+
+
+def _meta(args, seconds: float) -> dict:
+    import onnx
+    import onnxruntime
+    import tvm
+
+    from .cases import ATOL, RTOL
+
+    command = "python -m conformance.run" + (f" --jobs {args.jobs}" if args.jobs > 1 else "")
+    return {
+        "command": command,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "tvm": tvm.__version__,
+        "rtol": RTOL,
+        "atol": ATOL,
+        "timeout": args.timeout,
+        "jobs": args.jobs,
+        "seconds": round(seconds),
+    }
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
