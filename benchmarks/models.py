@@ -26,6 +26,7 @@ from onnx import TensorProto, numpy_helper
 from onnx import helper as h
 
 OPSET = 17
+VOCAB = 30522  # BERT's WordPiece vocabulary
 CACHE = Path(__file__).resolve().parents[1] / "build" / "bench-models"
 
 
@@ -180,7 +181,7 @@ def _gelu(g: _Graph, x: str) -> str:
     return g.op("Mul", [g.op("Mul", [x, one_plus]), g.const("half", np.float32(0.5))])
 
 
-def bert(layers: int, hidden: int, heads: int, ff: int, seq: int = 128, vocab: int = 30522):
+def bert(layers: int, hidden: int, heads: int, ff: int, seq: int = 128, vocab: int = VOCAB):
     """A BERT encoder (HF BertModel's last_hidden_state) without an attention mask."""
     g = _Graph(seed=4 + layers)
     words = g.op("Gather", [g.normal("word_emb", (vocab, hidden), 1.0), "input_ids"], axis=0)
@@ -205,17 +206,21 @@ MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
 }
 
 
-def example_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+def input_specs(session) -> list[tuple[str, list[int], np.dtype]]:
+    """(name, shape, dtype) of each input of an onnxruntime session (the models are static)."""
+    dtypes = {"tensor(float)": np.float32, "tensor(int64)": np.int64}
+    return [(i.name, list(i.shape), np.dtype(dtypes[i.type])) for i in session.get_inputs()]
+
+
+def example_inputs(specs, seed: int = 0, vocab: int = VOCAB) -> dict[str, np.ndarray]:
     """Seeded inputs: standard normal images/features, token ids over the whole vocabulary."""
     rng = np.random.default_rng(seed)
     inputs = {}
-    for value in model.graph.input:
-        shape = [d.dim_value for d in value.type.tensor_type.shape.dim]
-        if value.type.tensor_type.elem_type == TensorProto.INT64:
-            vocab = next(i.dims[0] for i in model.graph.initializer if i.name.startswith("word"))
-            inputs[value.name] = rng.integers(0, vocab, shape, dtype=np.int64)
+    for name, shape, dtype in specs:
+        if dtype.kind == "i":
+            inputs[name] = rng.integers(0, vocab, shape, dtype=dtype)
         else:
-            inputs[value.name] = rng.standard_normal(shape, dtype=np.float32)
+            inputs[name] = rng.standard_normal(shape, dtype=dtype)
     return inputs
 
 
@@ -228,7 +233,7 @@ def save_checked(model: onnx.ModelProto, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, tmp)
     session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, example_inputs(model))
+    outputs = session.run(None, example_inputs(input_specs(session)))
     if not all(np.isfinite(o).all() for o in outputs):
         tmp.unlink()
         raise ValueError(f"{path.name}: onnxruntime gives non-finite outputs")
