@@ -224,7 +224,7 @@ def example_inputs(specs, seed: int = 0, vocab: int = VOCAB) -> dict[str, np.nda
     return inputs
 
 
-def save_checked(model: onnx.ModelProto, path: Path) -> Path:
+def save_checked(model: onnx.ModelProto, path: Path, vocab: int = VOCAB) -> Path:
     """Check `model` with onnx.checker and run it once in onnxruntime, then write it atomically."""
     import onnxruntime as ort
 
@@ -233,7 +233,7 @@ def save_checked(model: onnx.ModelProto, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, tmp)
     session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, example_inputs(input_specs(session)))
+    outputs = session.run(None, example_inputs(input_specs(session), vocab=vocab))
     if not all(np.isfinite(o).all() for o in outputs):
         tmp.unlink()
         raise ValueError(f"{path.name}: onnxruntime gives non-finite outputs")

@@ -61,6 +61,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def tune_command(path: Path, db: Path, args: argparse.Namespace) -> tuple[list[str], bool]:
+    """The `mlc tune` command line, and whether mlc tune keeps the time box itself (`--time`)."""
+    cli = [sys.executable, "-m", "compiler.cli", "tune"]
+    help_text = subprocess.run([*cli, "--help"], capture_output=True, text=True, cwd=ROOT).stdout
+    cmd = [*cli, str(path), "--db", str(db), "--json", "--target", args.target]
+    cmd += ["--trials", str(args.tune_trials)]
+    timed = "--time" in help_text
+    if timed:
+        cmd += ["--time", f"{round(args.tune_minutes * 60)}s"]
+    if "--threads" in help_text:
+        cmd += ["--threads", str(args.threads)]
+    return cmd, timed
+
+
 def tune(path: Path, args: argparse.Namespace) -> dict:
     """`mlc tune` in its own process (as users run it, and as the tuning tests do), time-boxed.
 
@@ -68,23 +82,15 @@ def tune(path: Path, args: argparse.Namespace) -> dict:
     and the run is interrupted at the time box: the database keeps every measured batch.
     """
     db = OUT / "tune-db"
-    cmd = [sys.executable, "-m", "compiler.cli", "tune", str(path), "--db", str(db), "--json"]
-    cmd += ["--target", args.target, "--trials", str(args.tune_trials)]
-    help_text = subprocess.run(
-        [sys.executable, "-m", "compiler.cli", "tune", "--help"],
-        capture_output=True, text=True, cwd=ROOT,
-    ).stdout  # fmt: skip
-    if "--time" in help_text:
-        cmd += ["--time", f"{round(args.tune_minutes * 60)}s"]
-    if "--threads" in help_text:
-        cmd += ["--threads", str(args.threads)]
-    say(f"  tuning for {args.tune_minutes:g} min: {' '.join(cmd[2:])}")
+    cmd, timed = tune_command(path, db, args)
+    say(f"  tuning for {args.tune_minutes:g} min: mlc {' '.join(cmd[3:])}")
+    before = _records(db)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
     )
-    try:
-        stdout, _ = proc.communicate(timeout=args.tune_minutes * 60 + 120)  # + start-up slack
+    try:  # a tuner that keeps the box itself gets slack to finish its last batch
+        stdout, _ = proc.communicate(timeout=args.tune_minutes * 60 + (120 if timed else 0))
     except subprocess.TimeoutExpired:
         say("  time box reached: interrupting the tuner (the database keeps what it measured)")
         os.killpg(proc.pid, signal.SIGINT)
@@ -94,12 +100,19 @@ def tune(path: Path, args: argparse.Namespace) -> dict:
             os.killpg(proc.pid, signal.SIGKILL)
             stdout, _ = proc.communicate()
     minutes = (time.perf_counter() - t0) / 60
-    summary = {}
     if proc.returncode == 0:
-        summary = json.loads(stdout)
-    elif proc.returncode not in (-signal.SIGINT, 130, -signal.SIGKILL):
-        raise RuntimeError(f"mlc tune failed (exit {proc.returncode}) for {path.name}")
-    return {"tune_minutes": minutes, "trials": summary.get("trials"), "db": str(db)}
+        trials = json.loads(stdout.decode()).get("trials")
+    elif proc.returncode in (-signal.SIGINT, 130, -signal.SIGKILL):
+        trials = _records(db) - before  # interrupted: count the measurements it stored
+    else:
+        raise RuntimeError(f"mlc tune failed (exit {proc.returncode})")
+    return {"tune_minutes": minutes, "trials": trials, "db": str(db)}
+
+
+def _records(db: Path) -> int:
+    """Measured candidates in a tuning database (MetaSchedule's JSON files: one per line)."""
+    files = db.rglob("*tuning_record*.json") if db.exists() else []
+    return sum(sum(1 for line in f.open() if line.strip()) for f in files)
 
 
 @dataclass
