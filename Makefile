@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mlc-installed
 
-.PHONY: setup setup-cross example test test-fast bench lint clean
+.PHONY: setup setup-cross example test test-fast bench bench-quick lint clean
 
 setup: $(STAMP)
 
@@ -42,8 +42,17 @@ test: setup setup-cross
 test-fast: setup
 	$(BIN)/python -m pytest tests -q -m "not slow"
 
+# The five benchmark models against onnxruntime: untuned, then tuned for TUNE_MINUTES each
+# (about 2 hours in all at the default). Writes benchmarks/RESULTS.md and build/bench/results.json.
+TUNE_MINUTES ?= 20
 bench: setup
 	$(BIN)/python benchmarks/loader_overhead.py
+	$(BIN)/python benchmarks/run.py --tune-minutes $(TUNE_MINUTES)
+
+# Untuned, small models only (about a minute).
+bench-quick: setup
+	$(BIN)/python benchmarks/run.py --models mlp,bert-mini,mobilenetv2 --tune-minutes 0 \
+	  --seconds 5 --results build/bench/RESULTS-quick.md
 
 lint: setup
 	$(BIN)/ruff check compiler tests benchmarks examples
