@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -30,12 +31,29 @@ def machine() -> dict[str, Any]:
         except PackageNotFoundError:
             versions[package] = "not installed"
     versions["python"] = platform.python_version()
+    versions["commit"] = _commit()
     return {
         "cpu": cpu,
         "cores": len(os.sched_getaffinity(0)),
         "os": f"{platform.system()} {platform.release()}",
         "versions": versions,
     }
+
+
+def _commit() -> str:
+    """The checkout's commit, with "+changes" when the working tree differs from it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "compiler"],
+            cwd=root, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+    except OSError:
+        return "unknown"
+    return f"{head}+changes" if head and dirty else head or "unknown"
 
 
 def geomean(values: list[float]) -> float | None:
@@ -117,7 +135,8 @@ def write(results: list[dict[str, Any]], settings: dict[str, Any], md: Path, js:
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['os']}; "
         f"{settings['threads']} threads for both onnxruntime and mlc  \n"
         f"Versions: mlc {v['mlc']}, apache-tvm {v['apache-tvm']}, onnxruntime "
-        f"{v['onnxruntime']}, onnx {v['onnx']}, numpy {v['numpy']}, Python {v['python']}\n\n"
+        f"{v['onnxruntime']}, onnx {v['onnx']}, numpy {v['numpy']}, Python {v['python']}; "
+        f"commit {v['commit']}\n\n"
         "Batch 1, fp32, random weights (benchmarks/models.py). Latencies are medians.\n\n"
         f"{text}\n"
     )

@@ -10,17 +10,21 @@ from typing import Any
 
 
 def interleaved(
-    fns: dict[str, Callable[[], Any]], seconds: float, min_rounds: int = 5, warmup: int = 3
+    fns: dict[str, Callable[[], Any]], seconds: float, min_rounds: int = 3, warmup: int = 3
 ) -> dict[str, dict[str, float]]:
     """Median and min latency (ms) of each function, timed in alternating rounds.
 
     Each round calls every function once, in an order that rotates from round to round, so a
     burst of load from other processes on the machine falls on all of them alike and none
-    always runs right after another one warmed or flushed the caches.
+    always runs right after another one warmed or flushed the caches. Warm-up: `warmup` calls
+    each, or one for a function that takes more than a tenth of `seconds`.
     """
     for fn in fns.values():
         for _ in range(warmup):
+            t0 = time.perf_counter()
             fn()
+            if time.perf_counter() - t0 > seconds / 10:
+                break
     names = list(fns)
     times: dict[str, list[float]] = {name: [] for name in names}
     start = time.perf_counter()
