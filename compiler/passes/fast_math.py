@@ -1,0 +1,43 @@
+"""FastMath: exp, erf, tanh and softmax as vectorisable polynomial approximations.
+
+LLVM lowers a vectorised `exp`/`erf` to one libm call per lane; TVM's topi `fast_*` versions
+are plain arithmetic that vectorises (relative error about 1e-7, as onnxruntime's own). TVM's
+`FastMathTransform` does the same but assumes every call's callee is an operator; ours skips
+calls to functions (If/Loop bodies)."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax, topi
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+_FAST = {
+    "relax.exp": lambda bb, call: bb.call_te(topi.fast_exp, call.args[0]),
+    "relax.erf": lambda bb, call: bb.call_te(topi.fast_erf, call.args[0]),
+    "relax.tanh": lambda bb, call: bb.call_te(topi.fast_tanh, call.args[0]),
+    "relax.nn.softmax": lambda bb, call: bb.call_te(
+        topi.nn.fast_softmax, call.args[0], call.attrs.axis
+    ),
+}
+
+
+@mutator
+class _Rewriter(PyExprMutator):
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if isinstance(call.op, tvm.ir.Op) and call.op.name in _FAST:
+            if call.args[0].ty.dtype == "float32":
+                return _FAST[call.op.name](self.builder_, call)
+        return call
+
+
+@tvm.transform.module_pass(opt_level=0, name="FastMath")
+class FastMath:
+    """Replace float32 exp/erf/tanh/softmax with their fast approximations."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        rewriter = _Rewriter(mod)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        return rewriter.builder_.get()
