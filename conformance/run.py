@@ -33,12 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     _preload()
     t0 = time.monotonic()
     ort = _onnxruntime_results(args, selected)
-    mlc = _run(selected, "mlc", args)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.partial.jsonl").unlink(missing_ok=True)
+    mlc = _run(selected, "mlc", args, log=out / "results.partial.jsonl")
     results = {c.name: {"ort": ort[c.name], "mlc": mlc[c.name]} for c in selected}
     meta = _meta(args, time.monotonic() - t0)
     from .report import write
 
     summary = write(results, out, meta)
+    (out / "results.partial.jsonl").unlink(missing_ok=True)
     _say(f"wrote {out / 'REPORT.md'}: {json.dumps(summary)}")
     return 0
 
@@ -80,7 +83,7 @@ def _onnxruntime_results(args, selected) -> dict[str, dict]:
     return {c.name: cache[c.name] for c in selected}
 
 
-def _run(selected, which: str, args) -> dict[str, dict]:
+def _run(selected, which: str, args, log: Path | None = None) -> dict[str, dict]:
     from .check import check_mlc, check_onnxruntime
     from .forkpool import run_forked
 
@@ -90,6 +93,9 @@ def _run(selected, which: str, args) -> dict[str, dict]:
 
     def on_result(key: str, result: dict) -> None:
         results[key] = result
+        if log:  # a run that dies part-way keeps what it measured
+            with log.open("a") as f:
+                f.write(json.dumps({"case": key, **result}) + "\n")
         done = len(results)
         if which == "mlc" and (done % 25 == 0 or done == len(selected)):
             passed = sum(r["status"] == "pass" for r in results.values())
