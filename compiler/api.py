@@ -29,9 +29,11 @@ class CompileResult:
     bundle: Path
     manifest: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+    pass_times: tuple = ()  # passes.instruments.PassTime, with options.time_passes
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
+        extra = {"pass_times": [t.to_json() for t in self.pass_times]} if self.pass_times else {}
         return {
             "bundle": str(self.bundle),
             "target": m["target"],
@@ -40,6 +42,7 @@ class CompileResult:
             "weights_bytes": sum(w["nbytes"] for w in m["weights"]),
             "files": m["files"],
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            **extra,
         }
 
 
@@ -83,7 +86,8 @@ def compile_model(
         model = read_onnx(model_path)
         check_convertible(inspect_model(model, str(model_path)))
         validate(model, model_path)
-        pinned = bind_inputs(pin_shapes(model, options.input_shapes, options.dims), options.bind)
+        pinned = pin_shapes(model, options.input_shapes, options.dims, options.dim_ranges)
+        pinned = bind_inputs(pinned, options.bind)
         say("importing into Relax")
         imported = import_model(pinned)
         del model, pinned  # the Relax module holds the weights now; free the protobuf copy
@@ -101,7 +105,7 @@ def compile_model(
         bundle = write_bundle(
             built, imported, options, _provenance(model_path), out_dir, force=force
         )
-    return CompileResult(bundle.path, bundle.manifest, timer.seconds)
+    return CompileResult(bundle.path, bundle.manifest, timer.seconds, built.pass_times)
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,7 @@ def tune_model(
     )
     del model
     target = resolve_target(preset)
-    mod, _weights = prepare(imported, options)
+    mod, _weights = prepare(imported, options, target)
     result = tune(mod, target, db, trials, verbose)
     return TuneSummary(
         str(result.db), preset.name, result.tasks, trials, result.records, time.perf_counter() - t0

@@ -17,7 +17,8 @@ from .targets import ResolvedTarget
 @dataclass(frozen=True)
 class Weight:
     name: str
-    array: np.ndarray
+    array: np.ndarray  # bfloat16 weights (no numpy dtype) are their bits, as uint16
+    dtype: str = ""  # the weight's dtype where it differs from array.dtype ("bfloat16")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class BuiltModel:
     target: ResolvedTarget
     device_code: Any = None  # cuda.DeviceCode for GPU targets
     tuning: dict | None = None  # {"tuned_kernels": k, "kernels": n} when a database was used
+    pass_times: tuple = ()  # passes.instruments.PassTime per pass, with --time-passes
 
 
 class _TuningCoverage:
@@ -56,78 +58,85 @@ class _TuningCoverage:
         return {"tuned_kernels": self.tuned, "kernels": self.kernels}
 
 
-def _backend(target):
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-    from tvm.relax.backend.cuda import pipeline as cuda
-
-    # TVM's CUDA legalize_passes apply dlight themselves (before any tuning record could win);
-    # only its dispatch, dataflow-lowering and finalize phases are used, around our own.
-    return cuda if target.kind.name == "cuda" else cpu
-
-
-def fusion_passes(target) -> list:
+def fusion_passes(target, options: CompileOptions | None = None) -> list:
     """Relax ops → fused TIR kernels: what tuning tunes and schedules then schedule."""
-    from tvm import relax
+    from .passes.pipeline import fusion_steps, select
 
-    return [
-        *_backend(target).library_dispatch_passes(target),
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-    ]
+    return select(fusion_steps(target), options or CompileOptions())
 
 
-def lowering_pipeline(target, schedules: list) -> Any:
+def lowering_pipeline(target, schedules: list, options: CompileOptions | None = None) -> Any:
     """Relax → VM code: fuse, apply `schedules` (tuning records first, default rules second),
     then TVM's lowering and finalisation. Composed here instead of TVM's default pipeline so
-    that the schedules sit between fusion and lowering."""
+    that the schedules sit between fusion and lowering (passes/pipeline.py lists the steps)."""
     import tvm
 
-    backend = _backend(target)
+    from .passes.pipeline import lowering_steps, select
+
+    passes = select(lowering_steps(target, schedules), options or CompileOptions())
 
     @tvm.transform.module_pass(opt_level=0, name="mlc.lowering")
     def _lower(mod, _ctx):
         with target:
-            return tvm.transform.Sequential(
-                fusion_passes(target)
-                + schedules
-                + backend.dataflow_lower_passes(target)
-                + backend.finalize_passes(target)
-            )(mod)
+            return tvm.transform.Sequential(passes)(mod)
 
     return _lower
 
 
-def prepare(imported: ImportedModel, options: CompileOptions):
+def prepare(
+    imported: ImportedModel, options: CompileOptions, target: ResolvedTarget, instruments=()
+):
     """Graph passes, then the weights split off: (module, weights) ready for lowering."""
     import tvm
     from tvm.relax.frontend import detach_params
 
     from .passes import graph_passes
 
-    with tvm.transform.PassContext(opt_level=3):
-        mod = graph_passes(options)(imported.mod)
+    tvm_target = tvm.target.Target(target.target)
+    mod = _bound_dims(imported.mod, options.dim_ranges)
+    with tvm.transform.PassContext(opt_level=3, instruments=list(instruments)):
+        mod = graph_passes(options, tvm_target)(mod)
     mod, params = detach_params(mod)
     weight_vars = list(mod["main"].params)[len(imported.inputs) :]
     weights = tuple(
-        Weight(str(var.name), np.from_dlpack(value))  # zero-copy view of TVM's tensor
-        for var, value in zip(weight_vars, params.get("main", []))
+        _weight(str(var.name), value) for var, value in zip(weight_vars, params.get("main", []))
     )
     return mod, weights
+
+
+def _weight(name: str, value) -> Weight:
+    """A zero-copy numpy view of TVM's tensor; bfloat16 (`--precision bf16`) as its bits."""
+    import tvm_ffi
+
+    if str(value.dtype) != "bfloat16":
+        return Weight(name, np.from_dlpack(value))
+    view = tvm_ffi.get_global_func("runtime.TVMTensorCreateView")
+    bits = view(value, tuple(value.shape), tvm_ffi.dtype("uint16"), 0)
+    return Weight(name, np.from_dlpack(bits), "bfloat16")
+
+
+def _bound_dims(mod, ranges: dict[str, tuple[int, int]]):
+    """Declare each ranged dim's maximum: memory planning then sizes buffers for it once."""
+    if not ranges:
+        return mod
+    func = mod["main"].with_attr("tir_var_upper_bound", {k: hi for k, (_lo, hi) in ranges.items()})
+    mod = mod.clone() if hasattr(mod, "clone") else type(mod)(dict(mod.functions), attrs=mod.attrs)
+    mod["main"] = func
+    return mod
 
 
 def build(imported: ImportedModel, target: ResolvedTarget, options: CompileOptions) -> BuiltModel:
     """Run the graph passes and compile `imported` for `target`."""
     import tvm
 
+    from .passes.instruments import instruments_for
+    from .passes.pipeline import check_options
     from .schedules import default_schedules
 
     tvm_target = tvm.target.Target(target.target)
+    check_options(options, tvm_target)
     tuned = _TuningCoverage()
     try:
-        mod, weights = prepare(imported, options)
         schedules = []
         database = contextlib.nullcontext()
         if options.db:
@@ -137,19 +146,21 @@ def build(imported: ImportedModel, target: ResolvedTarget, options: CompileOptio
                 apply, database = apply_database(options.db, target)
             schedules += [apply, tuned.counter()]
         schedules.append(default_schedules(tvm_target))
+        instruments, timer = instruments_for(options, tvm_target, schedules)
+        mod, weights = prepare(imported, options, target, instruments)
         with (
-            tvm.transform.PassContext(opt_level=3),
+            tvm.transform.PassContext(opt_level=3, instruments=instruments),
             database,
             _device_compiler(target) as device_code,
         ):
-            executable = tvm.compile(
-                mod, target=tvm_target, relax_pipeline=lowering_pipeline(tvm_target, schedules)
-            )
+            pipeline = lowering_pipeline(tvm_target, schedules, options)
+            executable = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     except (MlcError, *_OUR_BUGS):
         raise
     except Exception as exc:  # TVM raises TVMError, ValueError, InternalError, ...
-        _raise_build_error(exc, imported)
-    return BuiltModel(executable, weights, target, device_code, tuned.summary())
+        _raise_build_error(exc, imported, options)
+    times = timer.report() if timer else ()
+    return BuiltModel(executable, weights, target, device_code, tuned.summary(), times)
 
 
 def _device_compiler(target: ResolvedTarget):
@@ -161,10 +172,12 @@ def _device_compiler(target: ResolvedTarget):
     return fatbin_compiler(target.gpu_arches, target.gpu_ptx)
 
 
-def _raise_build_error(exc: Exception, imported: ImportedModel):
+def _raise_build_error(exc: Exception, imported: ImportedModel, options: CompileOptions):
+    symbolic = {d: at for d, at in imported.dynamic_dims.items() if d not in options.dim_ranges}
     if imported.dynamic_dims:
-        raise symbolic_dims_error("compiled", exc, imported.dynamic_dims) from exc
+        raise symbolic_dims_error("compiled", exc, symbolic or imported.dynamic_dims) from exc
     raise BuildError(
         f"TVM failed to compile the model: {_first_line(exc)}",
-        hint="rerun with MLC_DEBUG=1 for TVM's full error",
+        hint="rerun with --dump-ir DIR to see the IR after every pass, and with MLC_DEBUG=1 "
+        "for TVM's full error",
     ) from exc

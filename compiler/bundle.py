@@ -109,6 +109,7 @@ def _write_files(
         "target": built.target.manifest_entry(),
         "inputs": [t.to_json() for t in imported.inputs],
         "outputs": [t.to_json() for t in imported.outputs],
+        "dims": _symbolic_dims(imported, options),
         "weights": weights,
         "runtime_libs": list(built.target.preset.runtime_libs),
         "files": {p.relative_to(staging).as_posix(): _sha256(p) for p in files},
@@ -121,6 +122,19 @@ def _write_files(
         manifest["tuning"] = {**built.tuning, "db": str(options.db), "sha256": _sha256(records)}
     (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _symbolic_dims(imported: ImportedModel, options: CompileOptions) -> list[dict[str, Any]]:
+    """Each symbolic dim of the inputs, with the range `--dim NAME=MIN..MAX` declared (the
+    loader enforces it) or null bounds."""
+    names = dict.fromkeys(d for t in imported.inputs for d in t.shape if isinstance(d, str))
+    ranges = options.dim_ranges
+    return [
+        {"name": n, "min": ranges[n][0], "max": ranges[n][1]}
+        if n in ranges
+        else {"name": n, "min": None, "max": None}
+        for n in names
+    ]
 
 
 def _write_weights(path: Path, built: BuiltModel) -> list[dict[str, Any]]:
@@ -138,7 +152,7 @@ def _write_weights(path: Path, built: BuiltModel) -> list[dict[str, Any]]:
                 {
                     "name": w.name,
                     "shape": list(w.array.shape),
-                    "dtype": str(w.array.dtype),
+                    "dtype": w.dtype or str(w.array.dtype),
                     "offset": offset,
                     "nbytes": nbytes,
                 }

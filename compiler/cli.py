@@ -79,6 +79,65 @@ def _parse_dims(_ctx, _param, values: tuple[str, ...]) -> dict[str, int]:
     return dims
 
 
+def _parse_dim_specs(_ctx, _param, values: tuple[str, ...]) -> dict[str, int | tuple[int, int]]:
+    """`NAME=VALUE` pins a dim; `NAME=MIN..MAX` keeps it symbolic within a range."""
+    dims: dict[str, int | tuple[int, int]] = {}
+    for value in values:
+        match = re.fullmatch(r"([^=]+)=(\d+)(?:\.\.(\d+))?", value)
+        if not match:
+            raise click.BadParameter(
+                f"{value!r} is not NAME=VALUE or NAME=MIN..MAX, expected e.g. batch=1 or "
+                "batch=1..64"
+            )
+        low, high = int(match.group(2)), match.group(3)
+        if low < 1 or (high is not None and int(high) < low):
+            raise click.BadParameter(f"{value!r} needs sizes of at least 1, and MIN <= MAX")
+        dims[match.group(1)] = low if high is None else (low, int(high))
+    return dims
+
+
+_PIPELINE_OPTIONS = (
+    click.option(
+        "--opt-level",
+        type=click.IntRange(0, 3),
+        default=3,
+        show_default=True,
+        help="0: only the passes lowering needs; 1: + constant folding, dead-code elimination; "
+        "2: + batch-norm folding, CSE, layout conversion; 3: + operator fusion.",
+    ),
+    click.option(
+        "--disable-pass",
+        "disabled_passes",
+        multiple=True,
+        metavar="NAME",
+        help="Skip a pass by name, e.g. FuseOps (a wrong name lists the valid ones). Repeatable.",
+    ),
+    click.option(
+        "--keep-fp32",
+        multiple=True,
+        metavar="OP",
+        help="With --precision fp16/bf16: keep this Relax operator in fp32, e.g. nn.softmax. "
+        "Repeatable.",
+    ),
+    click.option(
+        "--dump-ir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Write the IR after every pass to DIR/NNN-<pass>.py.",
+    ),
+    click.option(
+        "--time-passes",
+        is_flag=True,
+        help="Print the time of each pass on stderr (with --json: in the JSON).",
+    ),
+)
+
+
+def _pipeline_options(fn):
+    for option in reversed(_PIPELINE_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
 def _dims_option(help_text: str):
     return click.option(
         "--dim", "dims", multiple=True, callback=_parse_dims, metavar="NAME=VALUE", help=help_text
@@ -147,14 +206,23 @@ def main():
 )
 @_target_option
 @_input_shape_option
-@_dims_option("Pin a named symbolic dimension, e.g. batch=1. Repeatable.")
+@click.option(
+    "--dim",
+    "dims",
+    multiple=True,
+    callback=_parse_dim_specs,
+    metavar="NAME=VALUE|NAME=MIN..MAX",
+    help="Pin a named symbolic dimension (batch=1), or keep it symbolic within a range "
+    "(batch=1..64; the loader refuses other sizes). Repeatable.",
+)
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16"]),
+    type=click.Choice(["fp32", "fp16", "bf16"]),
     default="fp32",
     show_default=True,
-    help="fp16: matmul/conv in fp16 with fp32 accumulation (for GPUs); I/O stays fp32.",
+    help="fp16/bf16: matmul/conv in 16 bits with fp32 accumulation; I/O stays fp32.",
 )
+@_pipeline_options
 @click.option(
     "--db",
     type=click.Path(file_okay=False, path_type=Path),
@@ -164,7 +232,9 @@ def main():
 @_json_option("Print a JSON summary on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @handle_errors
-def compile(model, out_dir, target, input_shapes, dims, precision, db, force, as_json, quiet):
+def compile(
+    model, out_dir, target, input_shapes, dims, precision, db, force, as_json, quiet, **pipeline
+):
     """Compile MODEL (.onnx) into a bundle directory."""
     from .api import compile_model
     from .options import CompileOptions
@@ -172,13 +242,23 @@ def compile(model, out_dir, target, input_shapes, dims, precision, db, force, as
     options = CompileOptions(
         target=target,
         input_shapes=input_shapes,
-        dims=dims,
+        dims={k: v for k, v in dims.items() if isinstance(v, int)},
+        dim_ranges={k: v for k, v in dims.items() if isinstance(v, tuple)},
         precision=precision,
         db=str(db) if db else None,
+        opt_level=pipeline["opt_level"],
+        disabled_passes=tuple(pipeline["disabled_passes"]),
+        keep_fp32=tuple(pipeline["keep_fp32"]),
+        dump_ir=str(pipeline["dump_ir"]) if pipeline["dump_ir"] else None,
+        time_passes=pipeline["time_passes"],
     )
     result = compile_model(
         model, out_dir, options, force=force, progress=_progress(quiet or as_json)
     )
+    if result.pass_times and not as_json:
+        from .passes.instruments import format_pass_times
+
+        click.echo(format_pass_times(result.pass_times), err=True)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return

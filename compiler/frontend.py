@@ -165,9 +165,12 @@ def check_convertible(report: ModelReport) -> None:
         )
 
 
-def pin_shapes(model, input_shapes: dict[str, tuple], dims: dict[str, int]):
+def pin_shapes(
+    model, input_shapes: dict[str, tuple], dims: dict[str, int], ranges: dict | None = None
+):
     """Fix input shapes and named dims in `model`, ORT-style; modifies and returns `model`
-    (a copy of a large model's weights would cost its size again in memory)."""
+    (a copy of a large model's weights would cost its size again in memory). Dims named in
+    `ranges` (`--dim NAME=LO..HI`) are checked and stay symbolic."""
     graph = model.graph
     init_names = {i.name for i in graph.initializer}
     inputs = {v.name: v for v in graph.input if v.name not in init_names}
@@ -178,7 +181,7 @@ def pin_shapes(model, input_shapes: dict[str, tuple], dims: dict[str, int]):
                 f"its inputs are: {', '.join(inputs)}"
             )
     seen_dims = {d.dim_param for v in inputs.values() for d in v.type.tensor_type.shape.dim}
-    for name in dims:
+    for name in [*dims, *(ranges or {})]:
         if name not in seen_dims:
             named = sorted(d for d in seen_dims if d)
             raise UsageError(
@@ -194,6 +197,13 @@ def pin_shapes(model, input_shapes: dict[str, tuple], dims: dict[str, int]):
                 dim.dim_value = dims[dim.dim_param]
             elif not dim.dim_param and dim.dim_value <= 0:
                 dim.dim_param = f"{_identifier(name)}_dim{axis}"  # unnamed dims get a name
+    left = {d.dim_param for v in inputs.values() for d in v.type.tensor_type.shape.dim}
+    for name in ranges or {}:
+        if name not in left:
+            raise UsageError(
+                f"--dim {name}=MIN..MAX declares a range for dim {name!r}, which --input-shape "
+                "fixes; give one or the other"
+            )
     return model
 
 

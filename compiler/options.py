@@ -16,8 +16,19 @@ class CompileOptions:
     dims: dict[str, int] = field(default_factory=dict)
     # initializers at least this large are written to weights.bin instead of model.so.
     weight_threshold_bytes: int = 1024
-    # "fp32", or "fp16": matmul/conv in fp16 with fp32 accumulation; inputs/outputs stay fp32.
+    # symbolic dim name -> (min, max): the dim stays symbolic; the loader enforces the range.
+    dim_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # "fp32", "fp16" or "bf16": matmul/conv in 16 bits with fp32 accumulation; I/O stays fp32.
     precision: str = "fp32"
+    # Relax operator names (e.g. "matmul", "nn.conv2d") kept in fp32 under fp16/bf16.
+    keep_fp32: tuple[str, ...] = ()
+    # 0..3: which optional graph passes run (compiler/passes/pipeline.py documents the levels).
+    opt_level: int = 3
+    # pass names (as `--disable-pass`) that do not run, whatever the opt level.
+    disabled_passes: tuple[str, ...] = ()
+    # debugging: write the IR after every pass into this directory; print time per pass.
+    dump_ir: str | None = None
+    time_passes: bool = False
     # tuning database directory: its records win over the default schedules.
     db: str | None = None
     # input name -> .npy file: the input becomes a constant of the model (`--bind`).
@@ -26,4 +37,7 @@ class CompileOptions:
     def to_json(self) -> dict:
         data = asdict(self)
         data["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
+        data["dim_ranges"] = {k: list(v) for k, v in self.dim_ranges.items()}
+        data["keep_fp32"] = list(self.keep_fp32)
+        data["disabled_passes"] = list(self.disabled_passes)
         return data

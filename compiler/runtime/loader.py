@@ -132,10 +132,24 @@ def _cpu_flags(machine: str = "x86_64") -> set[str] | None:
     return None
 
 
+def physical_cores() -> int:
+    """The physical cores this process may run on (hardware threads of one core count once)."""
+    cores = set()
+    for cpu in os.sched_getaffinity(0):
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            cores.add((package, (topology / "core_id").read_text().strip()))
+        except OSError:  # no sysfs (a container, an emulator): count the CPU as a core
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
 def _load_runtime(bundle: Path, manifest: dict[str, Any]) -> None:
-    # TVM sizes its thread pool when the runtime starts; pin it to what this process may use
-    # instead of TVM's default of half the hardware threads.
-    os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    # TVM sizes its thread pool when the runtime starts: one thread per physical core this
+    # process may use (what `mlc tune` measures with), unless the user set TVM_NUM_THREADS.
+    # TVM's own default, half the hardware threads, would use one core on a 2-vCPU machine.
+    os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
     import tvm_ffi  # loads libtvm_ffi.so, which the runtime links against
 
     with _runtime_lock:
@@ -161,13 +175,15 @@ def _load_runtime(bundle: Path, manifest: dict[str, Any]) -> None:
 
 
 class _Spec:
-    __slots__ = ("dims", "dtype", "name", "static")
+    __slots__ = ("dims", "dtype", "name", "ranges", "static")
 
-    def __init__(self, entry: dict[str, Any]):
+    def __init__(self, entry: dict[str, Any], ranges: dict[str, tuple] | None = None):
         self.name = entry["name"]
         self.dtype = np.dtype(entry["dtype"])
         self.dims = tuple(entry["shape"])  # ints, or strings naming symbolic dims
         self.static = self.dims if all(type(d) is int for d in self.dims) else None
+        # symbolic dim -> (min, max), either None: the range the bundle was compiled for
+        self.ranges = {d: ranges[d] for d in self.dims if d in ranges} if ranges else {}
 
     def describe(self) -> str:
         return f"{self.name}: {self.dtype}[{', '.join(str(d) for d in self.dims)}]"
@@ -188,7 +204,8 @@ class Model:
         self.device = f"{kind}:{index}"
         self._device_type, self._device_id = _DEVICE_TYPES[kind], index
         self._threads = threads
-        self.inputs = [_Spec(e) for e in manifest["inputs"]]
+        ranges = {d["name"]: (d["min"], d["max"]) for d in manifest.get("dims", [])}
+        self.inputs = [_Spec(e, ranges) for e in manifest["inputs"]]
         self.outputs = [_Spec(e) for e in manifest["outputs"]]
         self.input_names = [s.name for s in self.inputs]
         self.output_names = [s.name for s in self.outputs]
@@ -221,11 +238,19 @@ class Model:
         self._blob = blob
         tensors = []
         for e in entries:
-            view = blob[e["offset"] : e["offset"] + e["nbytes"]].view(np.dtype(e["dtype"]))
-            tensor = self._tvm_ffi.from_dlpack(view.reshape(e["shape"]))
+            raw = blob[e["offset"] : e["offset"] + e["nbytes"]]
+            tensor = self._weight_tensor(raw, e["dtype"], e["shape"])
             # On a GPU the weights are copied once, at load, and stay resident.
             tensors.append(self._transfer.to_device(tensor) if self._transfer else tensor)
         return tensors
+
+    def _weight_tensor(self, raw: np.ndarray, dtype: str, shape: list[int]) -> Any:
+        if dtype != "bfloat16":
+            return self._tvm_ffi.from_dlpack(raw.view(np.dtype(dtype)).reshape(shape))
+        # numpy has no bfloat16: map the bits as uint16 and let the runtime retype the view.
+        bits = self._tvm_ffi.from_dlpack(raw.view(np.uint16).reshape(shape))
+        view = self._tvm_ffi.get_global_func("runtime.TVMTensorCreateView")
+        return view(bits, tuple(shape), self._tvm_ffi.dtype("bfloat16"), 0)
 
     def _thread_state(self) -> _ThreadState:
         state = getattr(self._local, "state", None)
@@ -436,6 +461,8 @@ def _check_shape(spec: _Spec, shape: tuple[int, ...], bound: dict[str, int]) -> 
         if type(want) is str:
             seen = bound.setdefault(want, got)
             if seen == got:
+                if want in spec.ranges:
+                    _check_range(spec, axis, got, want)
                 continue
             raise InputError(
                 f"input {spec.name!r} has {got} at axis {axis} for dim {want!r}, but another "
@@ -444,6 +471,16 @@ def _check_shape(spec: _Spec, shape: tuple[int, ...], bound: dict[str, int]) -> 
         raise InputError(
             f"input {spec.name!r} has shape {list(shape)}, expected {_fmt(dims)} "
             f"(axis {axis} must be {want})"
+        )
+
+
+def _check_range(spec: _Spec, axis: int, got: int, dim: str) -> None:
+    low, high = spec.ranges[dim]
+    if (low is not None and got < low) or (high is not None and got > high):
+        raise InputError(
+            f"input {spec.name!r} has {got} at axis {axis} for dim {dim!r}, outside the range "
+            f"the bundle was compiled for: {low}..{high} (recompile with a wider --dim "
+            f"{dim}=MIN..MAX for other sizes)"
         )
 
 

@@ -80,6 +80,7 @@ constexpr DType kDTypes[] = {
     {"float16", 'f', 2}, {"float32", 'f', 4}, {"float64", 'f', 8}, {"int8", 'i', 1},
     {"int16", 'i', 2},   {"int32", 'i', 4},   {"int64", 'i', 8},   {"uint8", 'u', 1},
     {"uint16", 'u', 2},  {"uint32", 'u', 4},  {"uint64", 'u', 8},  {"bool", 'b', 1},
+    {"bfloat16", 'V', 2},  // weights of --precision bf16 bundles; never an .npy input
 };
 const DType* find_dtype(const std::string& name, char kind = 0, int size = 0) {
   for (const DType& d : kDTypes)
