@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tvm
 from tvm import relax
 from tvm.script import ir as I
@@ -106,3 +107,308 @@ def test_out_of_range_gather_index_does_not_crash(tmp_path, bundles):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "survived (2, 3, 4)" in r.stdout
+
+
+# FoldBatchNorm --------------------------------------------------------------------------------
+
+_rng = np.random.default_rng(0)
+CONV_W = _rng.standard_normal((4, 3, 3, 3)).astype("float32")
+CONV_B = _rng.standard_normal((1, 4, 1, 1)).astype("float32")
+GAMMA, BETA, MEAN = (_rng.standard_normal(4).astype("float32") for _ in range(3))
+VAR = (_rng.random(4) + 0.5).astype("float32")
+
+
+def _conv_bn(bias: bool, training: bool = False) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((1, 3, 8, 8), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(CONV_W)))
+            if bias:
+                y = bb.emit(relax.op.add(y, relax.const(CONV_B)))
+            stats = [relax.const(a) for a in (GAMMA, BETA, MEAN, VAR)]
+            bn = bb.emit(relax.op.nn.batch_norm(y, *stats, axis=1, training=training))
+            out = bb.emit_output(relax.TupleGetItem(bn, 0))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _folded_constants(bias: bool) -> tuple[np.ndarray, np.ndarray]:
+    """What the fold must give, written out independently of the pass."""
+    scale = GAMMA.astype(np.float64) / np.sqrt(VAR.astype(np.float64) + 1e-5)
+    shift = CONV_B.reshape(4).astype(np.float64) if bias else np.zeros(4)
+    weight = (CONV_W * scale[:, None, None, None]).astype("float32")
+    offset = ((shift - MEAN) * scale + BETA).astype("float32").reshape(1, 4, 1, 1)
+    return weight, offset
+
+
+def _expected_fold(bias: bool) -> tvm.IRModule:
+    weight, offset = _folded_constants(bias)
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((1, 3, 8, 8), "float32")) -> R.Tensor((1, 4, 6, 6), "float32"):
+            with R.dataflow():
+                lv: R.Tensor((1, 4, 6, 6), "float32") = R.nn.conv2d(x, R.const(weight))
+                gv: R.Tensor((1, 4, 6, 6), "float32") = R.add(lv, R.const(offset))
+                R.output(gv)
+            return gv
+
+    return Expected
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["conv", "conv+bias"])
+def test_fold_batch_norm_into_conv(bias):
+    from compiler.passes import FoldBatchNorm
+
+    after = FoldBatchNorm()(_conv_bn(bias))
+    tvm.ir.assert_structural_equal(after, _expected_fold(bias))
+
+
+def test_fold_batch_norm_computes_the_same_values():
+    from compiler.passes import FoldBatchNorm
+
+    before = _conv_bn(bias=True)
+    x = _rng.standard_normal((1, 3, 8, 8)).astype("float32")
+    results = []
+    for mod in (before, FoldBatchNorm()(before)):
+        mod = relax.transform.DecomposeOpsForInference()(mod)
+        vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+        results.append(vm["main"](tvm.runtime.tensor(x)).numpy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-5)
+
+
+def test_fold_batch_norm_leaves_training_mode_alone():
+    from compiler.passes import FoldBatchNorm
+
+    before = _conv_bn(bias=False, training=True)  # batch statistics: nothing to fold
+    tvm.ir.assert_structural_equal(FoldBatchNorm()(before), before)
+
+
+# Mixed precision: KeepFP32, ToBFloat16 --------------------------------------------------------
+
+W16 = np.ones((16, 8), "float32")
+
+
+@I.ir_module
+class AfterAMP:  # what ToMixedPrecision makes of matmul → relu
+    @R.function
+    def main(x: R.Tensor((4, 16), "float32")) -> R.Tensor((4, 8), "float16"):
+        with R.dataflow():
+            lv: R.Tensor((4, 16), "float16") = R.astype(x, "float16")
+            lv1: R.Tensor((16, 8), "float16") = R.astype(R.const(W16), "float16")
+            lv2: R.Tensor((4, 8), "float32") = R.matmul(lv, lv1, out_dtype="float32")
+            lv3: R.Tensor((4, 8), "float16") = R.astype(lv2, "float16")
+            gv: R.Tensor((4, 8), "float16") = R.nn.relu(lv3)
+            R.output(gv)
+        return gv
+
+
+def test_keep_fp32_runs_the_named_op_on_the_fp32_values():
+    from compiler.passes import KeepFP32
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((4, 16), "float32")) -> R.Tensor((4, 8), "float16"):
+            with R.dataflow():
+                lv: R.Tensor((4, 16), "float16") = R.astype(x, "float16")  # noqa: F841 (dead now; DCE removes it)
+                lv1: R.Tensor((16, 8), "float16") = R.astype(R.const(W16), "float16")  # noqa: F841 (dead now; DCE removes it)
+                lv2: R.Tensor((4, 8), "float32") = R.matmul(x, R.const(W16), out_dtype="float32")
+                lv3: R.Tensor((4, 8), "float16") = R.astype(lv2, "float16")
+                gv: R.Tensor((4, 8), "float16") = R.nn.relu(lv3)
+                R.output(gv)
+            return gv
+
+    tvm.ir.assert_structural_equal(KeepFP32(["matmul"])(AfterAMP), Expected)
+
+
+def test_keep_fp32_casts_back_what_others_read_in_16_bits():
+    from compiler.passes import KeepFP32
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((4, 16), "float32")) -> R.Tensor((4, 8), "float16"):
+            with R.dataflow():
+                lv: R.Tensor((4, 16), "float16") = R.astype(x, "float16")
+                lv1: R.Tensor((16, 8), "float16") = R.astype(R.const(W16), "float16")
+                lv2: R.Tensor((4, 8), "float32") = R.matmul(lv, lv1, out_dtype="float32")
+                lv3: R.Tensor((4, 8), "float16") = R.astype(lv2, "float16")  # noqa: F841 (dead now; DCE removes it)
+                lv4: R.Tensor((4, 8), "float32") = R.nn.relu(lv2)
+                gv: R.Tensor((4, 8), "float16") = R.astype(lv4, "float16")
+                R.output(gv)
+            return gv
+
+    tvm.ir.assert_structural_equal(KeepFP32(["nn.relu"])(AfterAMP), Expected)
+
+
+def test_to_bfloat16_retargets_the_casts():
+    from compiler.passes import ToBFloat16
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((4, 16), "float32")) -> R.Tensor((4, 8), "bfloat16"):
+            with R.dataflow():
+                lv: R.Tensor((4, 16), "bfloat16") = R.astype(x, "bfloat16")
+                lv1: R.Tensor((16, 8), "bfloat16") = R.astype(R.const(W16), "bfloat16")
+                lv2: R.Tensor((4, 8), "float32") = R.matmul(lv, lv1, out_dtype="float32")
+                lv3: R.Tensor((4, 8), "bfloat16") = R.astype(lv2, "bfloat16")
+                gv: R.Tensor((4, 8), "bfloat16") = R.nn.relu(lv3)
+                R.output(gv)
+            return gv
+
+    tvm.ir.assert_structural_equal(ToBFloat16()(AfterAMP), Expected)
+
+
+# The pipeline ---------------------------------------------------------------------------------
+
+
+def _pipeline_names(**options) -> list[str]:
+    from compiler.options import CompileOptions
+    from compiler.passes.pipeline import graph_steps, select
+
+    opts = CompileOptions(**options)
+    steps = graph_steps(opts, tvm.target.Target("llvm"))
+    return [str(p.info.name) for p in select(steps, opts)]
+
+
+def test_opt_levels_add_passes_in_order():
+    assert _pipeline_names(opt_level=0) == ["DecomposeOps", "SafeIndexing", "ExtractWeights"]
+    level1 = _pipeline_names(opt_level=1)
+    assert level1[:4] == ["CanonicalizeBindings", "FoldConstant", "DecomposeOps", "FoldConstant"]
+    assert "FoldBatchNorm" not in level1 and "FoldBatchNorm" in _pipeline_names(opt_level=2)
+
+
+def test_fusion_only_at_level_3():
+    from compiler.build import fusion_passes
+    from compiler.options import CompileOptions
+
+    target = tvm.target.Target("llvm")
+    names = [p.info.name for p in fusion_passes(target, CompileOptions(opt_level=2))]
+    assert "FuseOps" not in names and "LegalizeOps" in names
+    assert "FuseOps" in [p.info.name for p in fusion_passes(target)]
+
+
+def test_disabled_pass_does_not_run_but_required_ones_do():
+    names = _pipeline_names(disabled_passes=("FoldConstant", "SafeIndexing"))
+    assert "FoldConstant" not in names
+    assert "SafeIndexing" in names  # required: check_options refuses to disable it
+
+
+def test_precision_phase():
+    names = _pipeline_names(precision="bf16", keep_fp32=("nn.softmax",))
+    start = names.index("ToMixedPrecision")
+    assert names[start : start + 3] == ["ToMixedPrecision", "KeepFP32", "ToBFloat16"]
+
+
+# The pipeline's flags, through the CLI --------------------------------------------------------
+
+
+def test_compile_help_lists_the_pipeline_flags():
+    from conftest import mlc
+
+    out = mlc("compile", "--help").stdout
+    for flag in ("--opt-level", "--disable-pass", "--keep-fp32", "--dump-ir", "--time-passes"):
+        assert flag in out
+    assert "[fp32|fp16|bf16]" in out and "NAME=MIN..MAX" in out
+
+
+def _compile_mlp(model_dir, out, *flags):
+    from conftest import mlc
+
+    return mlc("compile", model_dir / "mlp.onnx", "-o", out, *flags)
+
+
+def test_unknown_pass_name_lists_the_valid_ones(model_dir, tmp_path):
+    r = _compile_mlp(model_dir, tmp_path / "b", "--disable-pass", "FuseOp")
+    assert r.exit_code == 2
+    first = r.stderr.splitlines()[0]
+    prefix = (
+        "error: --disable-pass 'FuseOp' is not a pass of the pipeline; passes that can be "
+        "disabled: "
+    )
+    assert first.startswith(prefix)
+    names = first.removeprefix(prefix).split(", ")
+    assert {"FuseOps", "FoldConstant", "FoldBatchNorm", "ExtractWeights"} <= set(names)
+    assert names == sorted(names)
+    assert not (tmp_path / "b").exists()
+
+
+def test_required_pass_cannot_be_disabled(model_dir, tmp_path):
+    r = _compile_mlp(model_dir, tmp_path / "b", "--disable-pass", "LegalizeOps")
+    assert r.exit_code == 2
+    assert r.stderr.startswith(
+        "error: --disable-pass LegalizeOps: the fusion pass LegalizeOps is required to compile; "
+        "passes that can be disabled: "
+    )
+
+
+def test_keep_fp32_errors(model_dir, tmp_path):
+    r = _compile_mlp(model_dir, tmp_path / "b", "--keep-fp32", "matmul")
+    assert r.exit_code == 2
+    assert r.stderr == (
+        "error: --keep-fp32 needs --precision fp16 or bf16: at fp32 every operator is fp32 "
+        "already\n"
+    )
+    r = _compile_mlp(model_dir, tmp_path / "b", "--precision", "fp16", "--keep-fp32", "MatMul")
+    assert r.exit_code == 2
+    assert r.stderr == (
+        "error: --keep-fp32 'MatMul' is not a Relax operator; expected a name such as matmul, "
+        "nn.conv2d, nn.softmax, mean\n"
+    )
+
+
+def test_dump_ir_and_time_passes(model_dir, tmp_path):
+    dump = tmp_path / "ir"
+    dump.mkdir()
+    (dump / "999-Stale.py").write_text("from an earlier run")
+    r = _compile_mlp(model_dir, tmp_path / "b", "--dump-ir", dump, "--time-passes", "-q")
+    assert r.exit_code == 0, r.stderr
+    files = sorted(p.name for p in dump.iterdir())
+    assert files[0] == "000-input.py" and "999-Stale.py" not in files
+    assert files[1] == "001-CanonicalizeBindings.py"
+    assert any(f.endswith("-FuseOps.py") for f in files)
+    assert files[-1].endswith("-AttachGlobalSymbol.py")  # the last lowering pass
+    assert "R.matmul" in (dump / "000-input.py").read_text()
+    table = r.stderr.splitlines()
+    assert table[0].split() == ["pass", "phase", "runs", "seconds"]
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert rows["FuseOps"][1] == "fusion"
+    assert rows["FoldConstant"][1].startswith("simplify,") and "fusion" in rows["FoldConstant"][1]
+    assert "total" in rows
+
+
+def test_time_passes_in_json(model_dir, tmp_path):
+    import json
+
+    r = _compile_mlp(model_dir, tmp_path / "b", "--time-passes", "--json")
+    assert r.exit_code == 0, r.stderr
+    times = {t["name"]: t for t in json.loads(r.stdout)["pass_times"]}
+    assert times["LegalizeOps"]["phase"] == "fusion" and times["LegalizeOps"]["runs"] == 1
+    assert r.stderr == ""
+
+
+def test_opt_level_0_compiles_correctly(model_dir, tmp_path):
+    from conftest import assert_matches_onnxruntime
+
+    r = _compile_mlp(model_dir, tmp_path / "b", "--opt-level", "0", "--dump-ir", tmp_path / "ir")
+    assert r.exit_code == 0, r.stderr
+    assert not any("FuseOps" in p.name for p in (tmp_path / "ir").iterdir())
+    assert_matches_onnxruntime(tmp_path / "b", model_dir / "mlp.onnx")
+
+
+def test_bf16_bundle(model_dir, tmp_path):
+    import json
+
+    from conftest import assert_matches_onnxruntime
+
+    r = _compile_mlp(model_dir, tmp_path / "b", "--precision", "bf16")
+    assert r.exit_code == 0, r.stderr
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert {w["dtype"] for w in manifest["weights"]} == {"bfloat16"}
+    assert manifest["options"]["precision"] == "bf16"
+    # bf16 keeps 8 bits of mantissa: about 2 significant digits
+    assert_matches_onnxruntime(tmp_path / "b", model_dir / "mlp.onnx", atol=5e-2, rtol=5e-2)
