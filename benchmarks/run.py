@@ -169,7 +169,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
         entry["tuned"] = tuned
     time_all(entry, session, case.bundles, inputs, args.seconds)
     if args.profile and case.bundles:
-        entry["profile"] = profile(case.bundles.get("tuned") or case.bundles["untuned"], inputs)
+        kind = "tuned" if "tuned" in case.bundles else "untuned"
+        entry["profile"] = profile(case.bundles[kind], inputs, entry[kind]["ms"])
     return entry
 
 
@@ -191,11 +192,12 @@ def time_all(entry: dict, session, bundles: dict, inputs: dict, seconds: float) 
         )
 
 
-def profile(model, inputs: dict) -> list[dict]:
+def profile(model, inputs: dict, ms: float) -> list[dict]:
+    """Per-kernel times over about 2 s of calls (1 to 10 calls)."""
     from compiler.api import load_bundle
 
     fresh = load_bundle(model.path, threads=model._threads)  # a VM of its own, instrumented
-    rows = timing.kernel_profile(fresh, inputs)
+    rows = timing.kernel_profile(fresh, inputs, runs=max(1, min(10, int(2000 / ms))))
     say(f"  profile of {model.path.name} (per model call, slowest first):")
     for row in rows[:15]:
         say(f"    {row['ms']:9.3f} ms {row['share']:6.1%} x{row['calls']:<3d} {row['name']}")
