@@ -17,6 +17,8 @@ A rule that does not fit a kernel returns None (the next rule is tried); it neve
 
 from __future__ import annotations
 
+import os
+
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.analysis.common_analysis import (
@@ -28,7 +30,7 @@ from tvm.target import Target, codegen
 
 # Accumulators kept in registers: 16 vector registers on AVX2/NEON, a few left for operands.
 _MAX_ACCUMULATORS = 12
-_ROW_TILES = (4, 6, 7, 3, 5, 2)
+_ROW_TILES = (7, 6, 5, 4, 3, 2)
 _STREAM_WIDTHS = (32, 25, 24, 20, 16, 8, 5, 4, 2, 1)
 
 
@@ -122,7 +124,8 @@ class TiledReduction(CPUScheduleRule):
         plan = _plan_tiles(sch, main, lanes)
         if plan is None:
             return None
-        leftover = _tile(sch, main, plan, blocks[reductions[0] + 1 :])
+        cores = int(target.attrs.get("num-cores", 0) or os.cpu_count() or 1)
+        leftover = _tile(sch, main, plan, blocks[reductions[0] + 1 :], cores)
         for block in blocks[: reductions[0]] + leftover:
             schedule_injective(sch, block.block_rv, lanes)
         return sch
@@ -135,27 +138,35 @@ def _plan_tiles(sch, main, lanes: int):
     if any(extents[i] is None for i in spatial):
         return None  # symbolic extents: left to the fallback
     vec = spatial[-1]
-    vec_tile = _vector_tile(extents[vec], lanes)
-    if vec_tile is None:
-        return None
-    # Rows: a spatial axis the vector operand does not depend on, so one vector load feeds
+    # Rows: spatial axes the vector operand does not depend on, so that one vector load feeds
     # `rows` multiply-adds (A's row in a matmul, the output pixel in an NHWC conv).
     vector_operand_vars = _vars_of_reads_using(sch, main, main.iters[vec].var)
-    row, row_tile = None, 1
-    for i in reversed(spatial[:-1]):
-        if extents[i] > 1 and main.iters[i].var not in vector_operand_vars:
-            row = i
-            break
-    if row is not None:
-        budget = max(1, _MAX_ACCUMULATORS // max(1, vec_tile // lanes))
-        row_tile = next((t for t in _ROW_TILES if extents[row] % t == 0 and t <= budget), 1)
-        if row_tile == 1:
-            row = None
-    if row is None:
-        # No reuse across rows (GEMV, pooling): each reduction step streams a long contiguous
-        # run of the operand (what the prefetcher and the TLB need) into accumulators in L1.
-        vec_tile = _vector_tile(extents[vec], lanes, widths=_STREAM_WIDTHS)
-    return vec, vec_tile, row, row_tile, lanes
+    rows = [
+        i
+        for i in reversed(spatial[:-1])
+        if extents[i] > 1 and main.iters[i].var not in vector_operand_vars
+    ]
+    # The register tile with the most accumulators that fits (ties: wider vectors).
+    best = None
+    for width in (2, 1):
+        vec_tile = width * lanes
+        if extents[vec] % vec_tile:
+            continue
+        for row in rows:
+            for tile in _ROW_TILES:
+                if extents[row] % tile == 0 and width * tile <= _MAX_ACCUMULATORS:
+                    key = (width * tile, width)
+                    if best is None or key > best[0]:
+                        best = (key, vec_tile, row, tile)
+    if best is not None:
+        return vec, best[1], best[2], best[3], lanes
+    # No reuse across rows (GEMV, pooling, odd shapes): each reduction step streams a long
+    # contiguous run of the operand (what the prefetcher and the TLB need) into accumulators
+    # in L1.
+    vec_tile = _vector_tile(extents[vec], lanes, widths=_STREAM_WIDTHS)
+    if vec_tile is None:
+        return None
+    return vec, vec_tile, None, 1, lanes
 
 
 def _int(expr) -> int | None:
@@ -184,11 +195,11 @@ def _vars_of_reads_using(sch, main, var) -> set:
     return used
 
 
-def _tile(sch, main, plan, epilogue) -> list:
+def _tile(sch, main, plan, epilogue, cores: int) -> list:
     vec, vec_tile, row, row_tile, lanes = plan
     loops = sch.get_loops(main.block_rv)
-    outer, reduce, inner = [], [], []
-    vec_outer = row_outer = None
+    outer, reduce = [], []
+    vec_outer = row_outer = row_inner = None
     for i, (loop, it) in enumerate(zip(loops, main.iters)):
         if it.kind == "R":
             reduce.append(loop)
@@ -198,23 +209,16 @@ def _tile(sch, main, plan, epilogue) -> list:
             row_outer, row_inner = sch.split(loop, factors=[None, row_tile])
         else:
             outer.append(loop)
-    # Vector tiles outside row tiles: one panel of the vector operand is reused for all rows.
-    outer += [vec_outer] + ([row_outer] if row is not None else [])
+    # Vector tiles outermost: a task packs its panel of the vector operand (a weight's
+    # output-channel slice) once, contiguously, and reuses it for every row tile it computes.
+    outer = [vec_outer, *outer] + ([row_outer] if row is not None else [])
     inner = ([row_inner] if row is not None else []) + [vec_inner]
     sch.reorder(*outer, *reduce, *inner)
     if row is None and vec_tile > 2 * lanes:
         inner = list(sch.split(vec_inner, factors=[None, lanes]))
+    parallel, serial = _parallel_prefix(sch, outer, cores)
 
-    # Accumulate in a register tile; the epilogue (bias, activation) runs on the write-back.
-    # Fold the epilogue into its last block, then that block into the write-back. (Inlining
-    # each block backwards instead mis-compiles an epilogue that reads two intermediates,
-    # like GELU's x * erf(x).)
-    leftover = []
-    for block in epilogue[:-1]:
-        try:
-            sch.compute_inline(block.block_rv)
-        except s_tir.ScheduleError:
-            leftover.append(block)
+    leftover = _fuse_epilogue(sch, main, epilogue)
     write_back = sch.cache_write(main.block_rv, 0, "local")
     if epilogue and not leftover:
         try:
@@ -223,9 +227,11 @@ def _tile(sch, main, plan, epilogue) -> list:
             leftover.append(epilogue[-1])
     elif epilogue:
         leftover.append(epilogue[-1])
-    fused = sch.fuse(*outer)
-    sch.reverse_compute_at(write_back, fused)
-    sch.parallel(fused)
+    task = sch.fuse(*parallel) if len(parallel) > 1 else parallel[0]
+    sch.reverse_compute_at(write_back, serial[-1] if serial else task)
+    if row is not None and serial:
+        _pack_vector_operand(sch, main, task, lanes, main.iters[vec].var)
+    sch.parallel(task)
     sch.vectorize(inner[-1])
     if row is not None:
         sch.unroll(inner[0])
@@ -233,6 +239,46 @@ def _tile(sch, main, plan, epilogue) -> list:
     sch.vectorize(sch.get_loops(init)[-1])
     sch.vectorize(sch.get_loops(write_back)[-1])
     return leftover
+
+
+def _parallel_prefix(sch, outer: list, cores: int) -> tuple[list, list]:
+    """Split the outer loops into a parallel prefix with enough tasks for `cores` threads
+    and the serial rest (which reuses the packed panel)."""
+    tasks, n = 1, 0
+    while n < len(outer) and (n == 0 or tasks < 4 * cores):
+        tasks *= _extent(sch, outer[n]) or 1
+        n += 1
+    return outer[:n], outer[n:]
+
+
+def _fuse_epilogue(sch, main, epilogue) -> list:
+    """Fold the epilogue into its last block (to be inlined into the write-back). Inlining
+    each block backwards instead mis-compiles an epilogue that reads two intermediates, like
+    GELU's x * erf(x)."""
+    leftover = []
+    for block in epilogue[:-1]:
+        try:
+            sch.compute_inline(block.block_rv)
+        except s_tir.ScheduleError:
+            leftover.append(block)
+    return leftover
+
+
+def _pack_vector_operand(sch, main, task, lanes: int, vec_var) -> None:
+    """Copy the task's slice of the operand read along the vector axis into a contiguous
+    buffer: strided rows of a [K, N] weight become one stream the prefetcher follows."""
+    block = sch.get(main.block_rv)
+    for index, region in enumerate(block.reads):
+        if region.source.same_as(block.writes[0].source) or len(region.region) < 2:
+            continue
+        if vec_var in _vars_in(region.region[-1].min):
+            packed = sch.cache_read(main.block_rv, index, "global")
+            sch.compute_at(packed, task)
+            loops = sch.get_loops(packed)
+            extent = _extent(sch, loops[-1])
+            if extent and extent % lanes == 0:
+                sch.vectorize(sch.split(loops[-1], factors=[None, lanes])[1])
+            return
 
 
 class ParallelFallback(CPUScheduleRule):
