@@ -145,7 +145,8 @@ def check_convertible(report: ModelReport) -> None:
 
     latest = onnx.defs.onnx_opset_version()
     opset = report.opsets.get("ai.onnx")
-    if opset is None or not MIN_OPSET <= opset <= latest:
+    only_other_domains = opset is None and bool(report.opsets)  # e.g. only ai.onnx.ml ops
+    if not only_other_domains and (opset is None or not MIN_OPSET <= opset <= latest):
         raise ModelError(
             f"ONNX opset {opset} is not supported: mlc compiles ai.onnx opsets {MIN_OPSET} "
             f"to {latest}",
@@ -226,6 +227,11 @@ def import_model(model) -> ImportedModel:
     """Convert a checked, shape-pinned ONNX model into a Relax module."""
     from tvm.relax.frontend.onnx import from_onnx
 
+    from . import converters
+    from .onnx_prepare import prepare
+
+    converters.install()
+    model = prepare(model)
     report = inspect_model(model)
     try:
         with warnings.catch_warnings():
@@ -308,13 +314,12 @@ def _all_nodes(graph):
 
 
 def _unsupported(nodes) -> list[UnsupportedNode]:
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+    from .converters import supports
 
-    known = set(_get_convert_map()) | {"If", "Constant"}
     return [
         UnsupportedNode(n.op_type, n.name, n.domain)
         for n in nodes
-        if n.domain not in STANDARD_DOMAINS or n.op_type not in known
+        if not supports(n.op_type, n.domain)
     ]
 
 

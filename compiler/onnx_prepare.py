@@ -57,3 +57,56 @@ def _load_npy(name: str, path: str | Path) -> np.ndarray:
     if not isinstance(array, np.ndarray):
         raise UsageError(f"--bind {name}={path}: expected a .npy file, not an .npz archive")
     return array
+
+
+def prepare(model):
+    """The rewrites every model gets before import (after --bind and shape pinning)."""
+    _normalise_constants(model.graph)
+    return model
+
+
+_CONSTANT_ATTRS = {  # Constant's attribute -> (numpy dtype, is a list)
+    "value_float": (np.float32, False),
+    "value_floats": (np.float32, True),
+    "value_int": (np.int64, False),
+    "value_ints": (np.int64, True),
+    "value_string": (np.object_, False),
+    "value_strings": (np.object_, True),
+}
+
+
+def _normalise_constants(graph) -> None:
+    """Rewrite Constant nodes that use value_float/_ints/_string/... or sparse_value to the
+    `value` tensor TVM's importer reads; in subgraphs too."""
+    from onnx import helper, numpy_helper
+
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                _normalise_constants(sub)
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+            continue
+        (attr,) = node.attribute
+        if attr.name in _CONSTANT_ATTRS:
+            dtype, is_list = _CONSTANT_ATTRS[attr.name]
+            value = helper.get_attribute_value(attr)
+            array = np.array(list(value) if is_list else value, dtype=dtype)
+        elif attr.name == "sparse_value":
+            array = _dense(attr.sparse_tensor)
+        else:
+            continue
+        del node.attribute[:]
+        node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(array)))
+
+
+def _dense(sparse) -> np.ndarray:
+    from onnx import numpy_helper
+
+    values = numpy_helper.to_array(sparse.values)
+    indices = numpy_helper.to_array(sparse.indices)
+    dense = np.zeros(tuple(sparse.dims), dtype=values.dtype)
+    if indices.ndim == 2:  # one row of coordinates per value
+        dense[tuple(indices.T)] = values
+    else:  # linear indices into the flattened tensor
+        dense.reshape(-1)[indices] = values
+    return dense

@@ -165,8 +165,16 @@ def bindable_inputs(model) -> list[str]:
 
 def compare(got, expected) -> str | None:
     """None when `got` matches `expected`; otherwise a one-line reason."""
-    if isinstance(expected, list) or isinstance(got, list):
-        return "sequence outputs are not compared"
+    if isinstance(expected, list) or isinstance(got, list):  # a sequence output
+        if not isinstance(got, list | tuple) or not isinstance(expected, list):
+            return f"got {type(got).__name__}, expected a sequence"
+        if len(got) != len(expected):
+            return f"sequence of {len(got)} tensors, expected {len(expected)}"
+        for i, (g, e) in enumerate(zip(got, expected)):
+            reason = compare(g, e)
+            if reason:
+                return f"sequence item {i}: {reason}"
+        return None
     got = np.asarray(got)
     expected = np.asarray(expected)
     if got.shape != expected.shape:

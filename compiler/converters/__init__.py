@@ -1,0 +1,57 @@
+"""mlc's own ONNX operator converters, layered over TVM's importer in this one place.
+
+A converter is a TVM `OnnxOpConverter` subclass (methods `_impl_vN(bb, inputs, attr, params)`,
+the newest N <= the model's opset is used), registered with `@register("OpType")`. `install()`
+makes TVM's importer see the registry on top of its own map; ours win where both have an op.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# op type -> (domains, converter class)
+_REGISTRY: dict[str, tuple[tuple[str, ...], Any]] = {}
+ONNX_DOMAINS = ("", "ai.onnx")
+ML_DOMAIN = "ai.onnx.ml"
+_installed = False
+
+
+def register(op_type: str, domain: str = ""):
+    """Class decorator: `@register("LSTM")`, or `@register("Scaler", ML_DOMAIN)`."""
+    domains = ONNX_DOMAINS if domain in ONNX_DOMAINS else (domain,)
+
+    def add(cls):
+        _REGISTRY[op_type] = (domains, cls)
+        return cls
+
+    return add
+
+
+def install() -> None:
+    """Point TVM's importer at TVM's converters plus ours (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    from . import control, misc, ml, rnn  # noqa: F401  (modules register on import)
+
+    tvm_map = onnx_frontend._get_convert_map
+
+    def merged() -> dict[str, Any]:
+        return {**tvm_map(), **{op: cls for op, (_d, cls) in _REGISTRY.items()}}
+
+    onnx_frontend._get_convert_map = merged
+    _installed = True
+
+
+def supports(op_type: str, domain: str) -> bool:
+    """Can the importer (TVM's converters or ours) convert this node?"""
+    install()
+    if op_type in _REGISTRY:
+        return domain in _REGISTRY[op_type][0]
+    if domain not in ONNX_DOMAINS:
+        return False
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    return op_type in onnx_frontend._get_convert_map() or op_type in ("If", "Constant")

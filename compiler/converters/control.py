@@ -1,0 +1,3 @@
+"""control converters."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""misc converters."""
+
+from __future__ import annotations
