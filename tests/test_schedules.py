@@ -1,0 +1,152 @@
+"""Default CPU schedule rules: each applies to the kernels it is for, and results stay correct.
+
+Each kernel is built from TVM's own operator definitions (topi), scheduled by one of our rules,
+compiled, run, and compared with numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import te, tirx, topi
+
+from compiler.schedules import cpu
+from compiler.schedules.default import default_schedules
+
+TARGET = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"})
+rng = np.random.default_rng(0)
+
+
+def _func(inputs, output) -> tirx.PrimFunc:
+    return te.create_prim_func([*inputs, output]).with_attr("global_symbol", "main")
+
+
+def _run(func: tirx.PrimFunc, arrays: list[np.ndarray], out_shape) -> np.ndarray:
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=TARGET)
+    dev = tvm.cpu()
+    out = tvm.runtime.tensor(np.zeros(out_shape, "float32"), dev)
+    lib["main"](*[tvm.runtime.tensor(a, dev) for a in arrays], out)
+    return out.numpy()
+
+
+def _schedule(rule, func) -> tirx.PrimFunc:
+    sch = rule.apply(func, TARGET, False)
+    assert sch is not None, f"{type(rule).__name__} did not apply"
+    return sch.mod["main"]
+
+
+def _loop_kinds(func: tirx.PrimFunc) -> set[str]:
+    kinds = set()
+    text = func.script()
+    for kind in ("T.parallel", "T.vectorized", "T.unroll"):
+        if kind in text:
+            kinds.add(kind.split(".")[1])
+    return kinds
+
+
+def _random(*shape) -> np.ndarray:
+    return rng.standard_normal(shape).astype("float32")
+
+
+def test_matmul_with_bias_and_relu_is_register_tiled():
+    a, b, bias = _random(64, 96), _random(96, 80), _random(80)
+    A = te.placeholder(a.shape, name="A")
+    B = te.placeholder(b.shape, name="B")
+    C = te.placeholder(bias.shape, name="C")
+    out = topi.nn.relu(topi.add(topi.matmul(A, B), C))
+    func = _schedule(cpu.TiledReduction(), _func([A, B, C], out))
+    assert {"parallel", "vectorized", "unroll"} <= _loop_kinds(func)
+    assert 'scope="local"' in func.script()  # accumulators in a register tile
+    got = _run(func, [a, b, bias], (64, 80))
+    np.testing.assert_allclose(got, np.maximum(a @ b + bias, 0), rtol=1e-4, atol=1e-4)
+
+
+def test_gemv_streams_without_rows():
+    x, w = _random(1, 256), _random(256, 200)
+    X = te.placeholder(x.shape, name="X")
+    W = te.placeholder(w.shape, name="W")
+    func = _schedule(cpu.TiledReduction(), _func([X, W], topi.matmul(X, W)))
+    assert {"parallel", "vectorized"} <= _loop_kinds(func)
+    np.testing.assert_allclose(_run(func, [x, w], (1, 200)), x @ w, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_matmul_with_transposed_operand():
+    a, b = _random(4, 32, 16), _random(4, 24, 16)
+    A = te.placeholder(a.shape, name="A")
+    B = te.placeholder(b.shape, name="B")
+    func = _schedule(cpu.TiledReduction(), _func([A, B], topi.nn.batch_matmul(A, B)))
+    expected = np.einsum("bik,bjk->bij", a, b)
+    np.testing.assert_allclose(_run(func, [a, b], (4, 32, 24)), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("size", "stride", "groups"), [(14, 1, 1), (7, 1, 1), (16, 2, 1), (12, 1, 32)]
+)
+def test_nhwc_conv_and_depthwise_conv(size, stride, groups):
+    cin, cout = 32, 32 if groups > 1 else 48
+    x = _random(1, size, size, cin)
+    w = _random(3, 3, cin // groups, cout)
+    X = te.placeholder(x.shape, name="X")
+    W = te.placeholder(w.shape, name="W")
+    out = topi.nn.conv(X, W, stride, 1, 1, groups, "NHWC", "HWIO")
+    func = _schedule(cpu.TiledReduction(), _func([X, W], out))
+    assert {"parallel", "vectorized"} <= _loop_kinds(func)
+    reference = _run(_func([X, W], out), [x, w], [int(d) for d in out.shape])  # unscheduled
+    got = _run(func, [x, w], [int(d) for d in out.shape])
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_max_pool_nhwc():
+    x = _random(1, 16, 16, 24)
+    X = te.placeholder(x.shape, name="X")
+    out = topi.nn.pool2d(X, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), "max", layout="NHWC")
+    func = _schedule(cpu.TiledReduction(), _func([X], out))
+    expected = _run(_func([X], out), [x], [int(d) for d in out.shape])
+    np.testing.assert_allclose(_run(func, [x], [int(d) for d in out.shape]), expected)
+
+
+def test_elementwise_chain_is_fused_and_vectorised():
+    x, y = _random(8, 64), _random(64)
+    X = te.placeholder(x.shape, name="X")
+    Y = te.placeholder(y.shape, name="Y")
+    out = topi.sigmoid(topi.multiply(topi.add(X, Y), 2.0))
+    func = _schedule(cpu.Injective(), _func([X, Y], out))
+    assert func.script().count("T.writes(") == 1  # one block: everything inlined
+    assert {"parallel", "vectorized"} <= _loop_kinds(func)
+    expected = 1 / (1 + np.exp(-(x + y) * 2))
+    np.testing.assert_allclose(_run(func, [x, y], (8, 64)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_rules_decline_what_they_do_not_fit():
+    x = _random(4, 32)
+    X = te.placeholder(x.shape, name="X")
+    softmax = _func([X], topi.nn.softmax(X))  # several reductions
+    assert cpu.TiledReduction().apply(softmax, TARGET, False) is None
+    assert cpu.Injective().apply(softmax, TARGET, False) is None
+    func = _schedule(cpu.ParallelFallback(), softmax)
+    assert "T.parallel" in func.script()
+    expected = np.exp(x) / np.exp(x).sum(-1, keepdims=True)
+    np.testing.assert_allclose(_run(func, [x], (4, 32)), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["transformer", "mlp"])
+def test_every_kernel_of_a_model_gets_a_schedule(model_dir, name):
+    """Through the real pipeline: after fusion, no kernel is left unscheduled (unscheduled
+    TIR is single-threaded scalar code)."""
+    from compiler.build import prepare
+    from compiler.frontend import import_model, read_onnx
+    from compiler.options import CompileOptions
+    from compiler.passes.pipeline import fusion_steps
+    from compiler.targets import load_preset, resolve_target
+
+    imported = import_model(read_onnx(model_dir / f"{name}.onnx"))
+    mod, _ = prepare(imported, CompileOptions(), resolve_target(load_preset("x86")))
+    with TARGET, tvm.transform.PassContext(opt_level=3):
+        fused = tvm.transform.Sequential([s.transform for s in fusion_steps(TARGET)])(mod)
+        scheduled = default_schedules(TARGET)(fused)
+    kernels = {
+        gv.name_hint: f for gv, f in scheduled.functions.items() if isinstance(f, tirx.PrimFunc)
+    }
+    unscheduled = [n for n, f in kernels.items() if not f.attrs.get("tirx.is_scheduled")]
+    assert kernels and not unscheduled
