@@ -15,6 +15,7 @@ import argparse
 import gc
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -67,10 +68,10 @@ def tune_command(path: Path, db: Path, args: argparse.Namespace) -> tuple[list[s
     help_text = subprocess.run([*cli, "--help"], capture_output=True, text=True, cwd=ROOT).stdout
     cmd = [*cli, str(path), "--db", str(db), "--json", "--target", args.target]
     cmd += ["--trials", str(args.tune_trials)]
-    timed = "--time" in help_text
+    timed = re.search(r"--time(?![-\w])", help_text) is not None  # not --time-passes
     if timed:
         cmd += ["--time", f"{round(args.tune_minutes * 60)}s"]
-    if "--threads" in help_text:
+    if re.search(r"--threads(?![-\w])", help_text):
         cmd += ["--threads", str(args.threads)]
     return cmd, timed
 
