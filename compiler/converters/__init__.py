@@ -34,7 +34,7 @@ def install() -> None:
         return
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    from . import control, misc, ml, rnn  # noqa: F401  (modules register on import)
+    from . import activations, control, misc, ml, rnn  # noqa: F401  (register on import)
 
     tvm_map = onnx_frontend._get_convert_map
 
