@@ -42,6 +42,7 @@ class CompileResult:
             "weights_bytes": sum(w["nbytes"] for w in m["weights"]),
             "files": m["files"],
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            **({"tuning": m["tuning"]} if "tuning" in m else {}),
             **extra,
         }
 
@@ -110,43 +111,55 @@ def compile_model(
 
 @dataclass(frozen=True)
 class TuneSummary:
-    db: str
     target: str
-    tasks: int
-    trials: int
-    records: int
+    result: Any  # schedules.tuning.TuneResult: per-kernel trials, best times, statuses
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
-        return {**vars(self), "seconds": round(self.seconds, 1)}
+        data = self.result.to_json()
+        kernels = data["kernels"]
+        return {
+            "target": self.target,
+            "tasks": len(kernels),
+            "tuned_now": sum(k["status"] in ("tuned", "out of time") for k in kernels),
+            **data,
+            "seconds": round(self.seconds, 1),
+        }
 
 
 def tune_model(
-    model_path: str | Path, options: CompileOptions, db: str | Path, trials: int, verbose: bool
+    model_path: str | Path,
+    options: CompileOptions,
+    db: str | Path,
+    trials: int | None = None,
+    *,
+    seconds: float | None = None,
+    threads: int | None = None,
+    progress: Callable[[Any], None] | None = None,
 ) -> TuneSummary:
-    """Tune the model's kernels for `options.target` into the database directory `db`."""
+    """Tune the model's kernels for `options.target` into the database directory `db`: at most
+    `trials` measurements and/or `seconds` (default 64 trials), measured with `threads`
+    (default TVM_NUM_THREADS, else the physical cores). `progress` receives
+    schedules.tuning.TuneEvent objects. Kernels the database already has enough trials for are
+    not tuned again."""
     from .build import prepare
     from .frontend import check_convertible, import_model, inspect_model, pin_shapes, read_onnx
     from .onnx_prepare import bind_inputs
-    from .schedules.tuning import tune
+    from .schedules.tuning import TuneSettings, tune
     from .targets import load_preset, resolve_target
 
-    if trials < 1:
-        raise UsageError(f"--trials must be at least 1, got {trials}")
+    settings = TuneSettings(str(db), trials, seconds, threads)
     preset = load_preset(options.target)
     t0 = time.perf_counter()
     model = read_onnx(model_path)
     check_convertible(inspect_model(model, str(model_path)))
-    imported = import_model(
-        bind_inputs(pin_shapes(model, options.input_shapes, options.dims), options.bind)
-    )
-    del model
+    pinned = pin_shapes(model, options.input_shapes, options.dims, options.dim_ranges)
+    imported = import_model(bind_inputs(pinned, options.bind))
+    del model, pinned
     target = resolve_target(preset)
     mod, _weights = prepare(imported, options, target)
-    result = tune(mod, target, db, trials, verbose)
-    return TuneSummary(
-        str(result.db), preset.name, result.tasks, trials, result.records, time.perf_counter() - t0
-    )
+    result = tune(mod, target, options, settings, progress)
+    return TuneSummary(preset.name, result, time.perf_counter() - t0)
 
 
 def _check_toolchain(preset) -> None:
@@ -313,9 +326,9 @@ def bench_bundle(
     dims: dict[str, int] | None = None,
 ) -> BenchResult:
     """Time a bundle and, optionally, onnxruntime on the same inputs with the same threads."""
-    import os
+    from .runtime.loader import physical_cores
 
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or physical_cores()  # the loader's default
     model = load_bundle(bundle_dir, threads=threads)
     inputs = make_inputs(model, dims or {})
     emulated = getattr(model, "emulated", False)

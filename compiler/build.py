@@ -29,33 +29,8 @@ class BuiltModel:
     weights: tuple[Weight, ...]
     target: ResolvedTarget
     device_code: Any = None  # cuda.DeviceCode for GPU targets
-    tuning: dict | None = None  # {"tuned_kernels": k, "kernels": n} when a database was used
+    tuning: dict | None = None  # schedules.cost.TuningCoverage.summary() with a database
     pass_times: tuple = ()  # passes.instruments.PassTime per pass, with --time-passes
-
-
-class _TuningCoverage:
-    """Counts, right after the database is applied, how many kernels it scheduled."""
-
-    def __init__(self):
-        self.kernels = self.tuned = None
-
-    def counter(self):
-        import tvm
-        from tvm import tirx
-
-        @tvm.transform.module_pass(opt_level=0, name="mlc.TuningCoverage")
-        def _count(mod, _ctx):
-            funcs = [f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)]
-            self.kernels = len(funcs)
-            self.tuned = sum(bool(f.attrs and f.attrs.get("tirx.is_scheduled")) for f in funcs)
-            return mod
-
-        return _count
-
-    def summary(self) -> dict | None:
-        if self.kernels is None:
-            return None
-        return {"tuned_kernels": self.tuned, "kernels": self.kernels}
 
 
 def fusion_passes(target, options: CompileOptions | None = None) -> list:
@@ -135,16 +110,18 @@ def build(imported: ImportedModel, target: ResolvedTarget, options: CompileOptio
 
     tvm_target = tvm.target.Target(target.target)
     check_options(options, tvm_target)
-    tuned = _TuningCoverage()
+    tuned = None
     try:
         schedules = []
         database = contextlib.nullcontext()
         if options.db:
+            from .schedules.cost import TuningCoverage
             from .schedules.tuning import apply_database
 
             with tvm_target:  # the pass takes the target from the context it is made in
-                apply, database = apply_database(options.db, target)
-            schedules += [apply, tuned.counter()]
+                apply, database, info = apply_database(options.db, target)
+            tuned = TuningCoverage(info, options.db_strict, target.preset.name)
+            schedules += tuned.passes(apply)
         schedules.append(default_schedules(tvm_target))
         instruments, timer = instruments_for(options, tvm_target, schedules)
         mod, weights = prepare(imported, options, target, instruments)
@@ -159,8 +136,10 @@ def build(imported: ImportedModel, target: ResolvedTarget, options: CompileOptio
         raise
     except Exception as exc:  # TVM raises TVMError, ValueError, InternalError, ...
         _raise_build_error(exc, imported, options)
+    if tuned is not None:
+        tuned.check()  # --db-strict
     times = timer.report() if timer else ()
-    return BuiltModel(executable, weights, target, device_code, tuned.summary(), times)
+    return BuiltModel(executable, weights, target, device_code, tuned and tuned.summary(), times)
 
 
 def _device_compiler(target: ResolvedTarget):

@@ -163,7 +163,9 @@ _input_shape_option = click.option(
     help="Pin an input's shape, e.g. x:1x3x224x224. Repeatable.",
 )
 _threads_option = click.option(
-    "--threads", type=click.IntRange(min=1), help="Worker threads (default: all CPUs)."
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Worker threads (default: TVM_NUM_THREADS, else one per physical core).",
 )
 
 
@@ -228,12 +230,36 @@ def main():
     type=click.Path(file_okay=False, path_type=Path),
     help="Tuning database (from `mlc tune`): its records win over default schedules.",
 )
+@click.option(
+    "--db-strict",
+    is_flag=True,
+    help="With --db: fail (exit 7) if a kernel worth tuning has no record, listing them.",
+)
+@click.option(
+    "--tune",
+    "tune_trials",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --db: first tune with N trials (as `mlc tune`; tuned kernels are skipped).",
+)
 @click.option("--force", is_flag=True, help="Replace the output directory if it is a bundle.")
 @_json_option("Print a JSON summary on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @handle_errors
 def compile(
-    model, out_dir, target, input_shapes, dims, precision, db, force, as_json, quiet, **pipeline
+    model,
+    out_dir,
+    target,
+    input_shapes,
+    dims,
+    precision,
+    db,
+    db_strict,
+    tune_trials,
+    force,
+    as_json,
+    quiet,
+    **pipeline,
 ):
     """Compile MODEL (.onnx) into a bundle directory."""
     from .api import compile_model
@@ -246,12 +272,20 @@ def compile(
         dim_ranges={k: v for k, v in dims.items() if isinstance(v, tuple)},
         precision=precision,
         db=str(db) if db else None,
+        db_strict=db_strict,
         opt_level=pipeline["opt_level"],
         disabled_passes=tuple(pipeline["disabled_passes"]),
         keep_fp32=tuple(pipeline["keep_fp32"]),
         dump_ir=str(pipeline["dump_ir"]) if pipeline["dump_ir"] else None,
         time_passes=pipeline["time_passes"],
     )
+    if (db_strict or tune_trials) and not db:
+        raise click.UsageError("--db-strict and --tune need --db DIR")
+    if tune_trials:
+        from .api import tune_model
+        from .cli_tuning import ProgressPrinter
+
+        tune_model(model, options, db, tune_trials, progress=ProgressPrinter(quiet or as_json))
     result = compile_model(
         model, out_dir, options, force=force, progress=_progress(quiet or as_json)
     )
@@ -275,11 +309,10 @@ def compile(
     for t in m["outputs"]:
         click.echo(f"  output  {_fmt_tensor(t)}")
     if "tuning" in m:
-        t = m["tuning"]
-        click.echo(
-            f"  tuned   {t['tuned_kernels']} of {t['kernels']} kernels from {t['db']}; "
-            "the rest use default schedules"
-        )
+        from .cli_tuning import coverage_lines
+
+        for line in coverage_lines(m["tuning"]):
+            click.echo(line)
     weights = sum(w["nbytes"] for w in m["weights"])
     size = (Path(out_dir) / "model.so").stat().st_size
     click.echo(f"  weights {_fmt_bytes(weights)} in weights.bin; model.so {_fmt_bytes(size)}")
@@ -448,43 +481,6 @@ def bench(bundle, compare_model, threads, seconds, dims, as_json):
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@_target_option
-@click.option(
-    "--db",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Tuning database directory (created if missing; reused and extended).",
-)
-@click.option(
-    "--trials",
-    default=64,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Measurement trials across all kernels.",
-)
-@_input_shape_option
-@_dims_option("Pin a named symbolic dimension, as for compile.")
-@_json_option("Print a JSON summary on stdout.")
-@handle_errors
-def tune(model, target, db, trials, input_shapes, dims, as_json):
-    """Tune MODEL's kernels with MetaSchedule; compile with --db to use the records."""
-    from .api import tune_model
-    from .options import CompileOptions
-
-    options = CompileOptions(target=target, input_shapes=input_shapes, dims=dims)
-    summary = tune_model(model, options, db, trials, verbose=sys.stderr.isatty() and not as_json)
-    if as_json:
-        click.echo(json.dumps(summary.to_json(), indent=2))
-    else:
-        click.echo(
-            f"tuned {summary.tasks} kernels of {model} for {summary.target} with "
-            f"{summary.trials} trials in {summary.seconds:.0f} s: {summary.records} "
-            f"records in {summary.db}"
-        )
-
-
-@main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option(
     "-o",
@@ -548,6 +544,10 @@ def targets(as_json):
     for p in presets:
         click.echo(f"{p.name:12} {p.description}")
 
+
+from .cli_tuning import register  # noqa: E402  (it uses the options defined above)
+
+register(main)
 
 if __name__ == "__main__":
     main(prog_name="mlc")

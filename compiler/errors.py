@@ -10,6 +10,7 @@ EXIT_MODEL = 3
 EXIT_BUILD = 4
 EXIT_CHECK = 5
 EXIT_BUNDLE = 6
+EXIT_UNTUNED = 7
 
 
 class MlcError(Exception):
@@ -51,3 +52,9 @@ class BundleError(MlcError):
     """A bundle is damaged, incompatible, or cannot be written."""
 
     exit_code = EXIT_BUNDLE
+
+
+class UntunedError(BuildError):
+    """`--db-strict`: kernels worth tuning have no record in the tuning database."""
+
+    exit_code = EXIT_UNTUNED

@@ -31,6 +31,8 @@ class CompileOptions:
     time_passes: bool = False
     # tuning database directory: its records win over the default schedules.
     db: str | None = None
+    # fail when a kernel worth tuning has no record in `db` (for CI: nothing ships untuned).
+    db_strict: bool = False
     # input name -> .npy file: the input becomes a constant of the model (`--bind`).
     bind: dict[str, str] = field(default_factory=dict)
 

@@ -55,7 +55,7 @@ def load(
 
     `device` is "cpu", or "cuda"/"cuda:N" for bundles compiled for NVIDIA GPUs (default: the
     bundle's kind, GPU 0). `threads` sets the number of worker threads for each calling thread
-    (default: every CPU this process may run on). `verify=False` skips the sha256 check.
+    (default: TVM_NUM_THREADS, else one per physical core). `verify=False` skips the sha256 check.
     """
     return Model(Path(path), device=device, threads=threads, verify=verify)
 

@@ -1,48 +1,379 @@
 """Autotuning with MetaSchedule and its XGBoost cost model: the one module that imports them.
 
-The database is a directory. Records live in a subdirectory per target and TVM version (the
-full target dict: CPU, features, cores), so a record never applies to another machine;
-MetaSchedule's JSON database appends each measured batch as it goes, so an interrupted run
-keeps what it measured and the next run continues from it.
+`tune` tunes the fused kernels that `mlc compile` produces, one task at a time, largest
+estimated share of the runtime first (cost.py). The budget, in trials and/or seconds, is split
+by those shares; kernels below 1% are left to the default schedules. Every measured batch is
+appended to the database (compiler/tuning_db.py) as soon as it is measured: a task that already
+has its trials there is not tuned again, and an interrupted run continues where it stopped.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
+import math
 import os
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BuildError, UsageError
 from ..targets import ResolvedTarget
+from ..tuning_db import DatabaseKey, LogContents, TuningLog, open_log, open_logs
+from .cost import MIN_SHARE, kernel_seconds
+
+TIME_ONLY_TRIALS = 20_000  # the trial budget when only a time limit is given
+_TRIALS_PER_BATCH = 16  # a batch is appended at once: a kill loses at most this many
+_BUILD_TIMEOUT_S = 60.0
+_TOP_K = 32  # records per workload loaded to warm-start the search
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    db: str
+    trials: int | None = None  # total trials; None with `seconds`: until the time is spent
+    seconds: float | None = None
+    threads: int | None = None  # measuring threads; None: TVM_NUM_THREADS or physical cores
+
+
+@dataclass
+class TaskState:
+    """One tuning task: a distinct kernel, how often the model calls it, and its progress."""
+
+    name: str
+    workload: str  # MetaSchedule's structural hash
+    calls: int
+    estimate_s: float  # estimated time of one call
+    share: float = 0.0
+    target: int = 0  # trials this task should have in the database
+    trials: int = 0  # trials it has
+    best_s: float | None = None
+    status: str = "pending"  # pending, cheap, tuned, already tuned, exhausted, out of time
+    extracted: object = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class TuneEvent:
+    """Progress: kind is "plan", "task" (a task starts), "batch", "skip" or "end"."""
+
+    kind: str
+    index: int  # 1-based among the tasks being tuned; 0 for "plan"
+    total: int
+    task: TaskState | None
+    model_ms: float | None  # estimated end-to-end latency of the kernels
+    message: str = ""
 
 
 @dataclass(frozen=True)
 class TuneResult:
     db: Path
-    tasks: int
-    trials: int
-    records: int
+    threads: int
+    tasks: list[TaskState]
+    trials: int  # measured by this run
+    records: int  # valid records in the database for this target
+    model_ms: float | None
+    out_of_time: bool
+
+    def to_json(self) -> dict:
+        return {
+            "db": str(self.db),
+            "threads": self.threads,
+            "trials": self.trials,
+            "records": self.records,
+            "est_model_ms": None if self.model_ms is None else round(self.model_ms, 4),
+            "out_of_time": self.out_of_time,
+            "kernels": [
+                {
+                    "name": t.name,
+                    "calls": t.calls,
+                    "share": round(t.share, 4),
+                    "trials": t.trials,
+                    "target_trials": t.target,
+                    "best_ms": None if t.best_s is None else round(t.best_s * 1e3, 6),
+                    "status": t.status,
+                }
+                for t in self.tasks
+            ],
+        }
 
 
-def database_dir(db: str | os.PathLike, target: ResolvedTarget) -> Path:
-    """The part of database `db` that belongs to `target` on this TVM version."""
+Progress = Callable[[TuneEvent], None]
+
+
+def measuring_threads(threads: int | None) -> int:
+    """--threads, else TVM_NUM_THREADS, else the physical cores this process may use."""
+    from ..runtime.loader import physical_cores
+
+    if threads is not None:
+        return threads
+    env = os.environ.get("TVM_NUM_THREADS", "")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise UsageError(f"TVM_NUM_THREADS must be a positive integer, got {env!r}")
+        return int(env)
+    return physical_cores()
+
+
+def database_key(target: ResolvedTarget, threads: int) -> DatabaseKey:
     import tvm
 
-    key = json.dumps({"target": target.target, "tvm": tvm.__version__}, sort_keys=True)
-    path = Path(db) / f"{target.preset.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    return path
+    return DatabaseKey(target.preset.name, target.target, tvm.__version__, threads)
 
 
-def tune(mod, target: ResolvedTarget, db: str | os.PathLike, trials: int, verbose: bool):
+def allocate(shares: list[float], budget: int) -> list[int]:
+    """Split `budget` trials by `shares` (largest remainder), at least one per task while the
+    budget lasts, the largest shares first."""
+    if not shares:
+        return []
+    total = sum(shares) or 1.0
+    exact = [budget * s / total for s in shares]
+    counts = [max(1, math.floor(x)) for x in exact]
+    order = sorted(range(len(shares)), key=lambda i: exact[i] - math.floor(exact[i]), reverse=True)
+    for i in order[: max(0, budget - sum(counts))]:
+        counts[i] += 1
+    for i in sorted(range(len(shares)), key=lambda i: shares[i]):  # over budget: trim smallest
+        while sum(counts) > budget and counts[i] > 0:
+            counts[i] -= 1
+    return counts
+
+
+def tune(mod, target: ResolvedTarget, options, settings: TuneSettings, progress: Progress | None):
     """Tune the fused kernels of `mod` (after mlc's graph passes) for `target`."""
     import tvm
-    from tvm.s_tir import meta_schedule as ms
 
     from ..build import fusion_passes
 
+    _check_tunable(target)
+    if settings.trials is not None and settings.trials < 1:
+        raise UsageError(f"--trials must be at least 1, got {settings.trials}")
+    if settings.seconds is not None and settings.seconds <= 0:
+        raise UsageError(f"--time must be positive, got {settings.seconds:g} s")
+    deadline = time.monotonic() + settings.seconds if settings.seconds else math.inf
+    threads = measuring_threads(settings.threads)
+    emit = progress or (lambda _event: None)
+    log = open_log(settings.db, database_key(target, threads))
+    tvm_target = tvm.target.Target(target.target)
+    with tvm_target, tvm.transform.PassContext(opt_level=3):
+        fused = tvm.transform.Sequential(fusion_passes(tvm_target, options))(mod)
+    contents = log.read()
+    tasks = _plan(fused, tvm_target, contents, _trial_budget(settings))
+    todo = [t for t in tasks if t.status == "pending"]
+    emit(TuneEvent("plan", 0, len(todo), None, estimate_model_ms(tasks), _plan_message(tasks)))
+    session = _Session(tvm_target, log, threads, contents, emit)
+    measured, out_of_time = 0, False
+    for i, task in enumerate(todo, 1):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            task.status, out_of_time = "out of time", True
+            emit(TuneEvent("skip", i, len(todo), task, estimate_model_ms(tasks), "out of time"))
+            continue
+        slice_s = left * task.share / sum(t.share for t in todo[i - 1 :])
+        emit(TuneEvent("task", i, len(todo), task, estimate_model_ms(tasks)))
+        measured += session.run(task, time.monotonic() + slice_s, i, len(todo), tasks)
+        out_of_time = out_of_time or task.status == "out of time"
+        emit(TuneEvent("end", i, len(todo), task, estimate_model_ms(tasks)))
+    records = sum(r.get("mean_s") is not None for r in log.read().records)
+    return TuneResult(
+        log.path, threads, tasks, measured, records, estimate_model_ms(tasks), out_of_time
+    )
+
+
+def _trial_budget(settings: TuneSettings) -> int:
+    if settings.trials is not None:
+        return settings.trials
+    return TIME_ONLY_TRIALS if settings.seconds else 64
+
+
+def _plan(fused, tvm_target, contents: LogContents, budget: int) -> list[TaskState]:
+    """Tasks by estimated share, with their trial targets and what the database already has."""
+    from tvm.s_tir import meta_schedule as ms
+
+    tasks = []
+    for extracted in ms.relax_integration.extract_tasks(fused, tvm_target):
+        func = extracted.dispatched[0]
+        workload = str(ms.database.Workload(func).as_json()[0])
+        estimate = kernel_seconds(func["main"] if hasattr(func, "functions") else func)
+        task = TaskState(extracted.task_name, workload, int(extracted.weight), estimate)
+        task.extracted = extracted
+        task.trials, task.best_s = contents.trials(workload), contents.best(workload)
+        if func.attrs and func.attrs.get("tirx.is_scheduled"):
+            task.status = "scheduled"  # a library kernel, nothing to tune
+        tasks.append(task)
+    total = sum(t.calls * t.estimate_s for t in tasks) or 1.0
+    for t in tasks:
+        t.share = t.calls * t.estimate_s / total
+        if t.status == "pending" and t.share < MIN_SHARE:
+            t.status = "cheap"
+    tasks.sort(key=lambda t: t.share, reverse=True)
+    wanted = [t for t in tasks if t.status == "pending"]
+    for t, n in zip(wanted, allocate([t.share for t in wanted], budget)):
+        t.target = n
+        if n == 0:
+            t.status = "no budget"
+        elif t.trials >= n:
+            t.status = "already tuned"
+        elif contents.exhausted(t.workload):
+            t.status = "exhausted"
+    return tasks
+
+
+def _plan_message(tasks: list[TaskState]) -> str:
+    counts: dict[str, int] = {}
+    for t in tasks:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    todo = counts.pop("pending", 0)
+    parts = [f"{n} {status}" for status, n in counts.items()]
+    return f"{len(tasks)} kernels: {todo} to tune" + "".join(f", {p}" for p in parts)
+
+
+def estimate_model_ms(tasks: list[TaskState]) -> float | None:
+    """Calls times time per call, summed over the kernels: measured where tuned, else the
+    estimate scaled by how far off the measured kernels' estimates were. None before anything
+    is measured."""
+    ratios = sorted(t.best_s / t.estimate_s for t in tasks if t.best_s and t.estimate_s > 0)
+    if not ratios:
+        return None
+    scale = ratios[len(ratios) // 2]
+    return 1e3 * sum(t.calls * (t.best_s or t.estimate_s * scale) for t in tasks)
+
+
+class _Session:
+    """MetaSchedule's builder, runner, cost model and an in-memory copy of the database, shared
+    by the tasks of one run; `run` tunes one task."""
+
+    def __init__(self, tvm_target, log: TuningLog, threads: int, contents, emit: Progress):
+        from tvm.s_tir import meta_schedule as ms
+
+        from ._ms_support import PersistentBuilder, import_intrinsics, memory_database
+
+        import_intrinsics(tvm_target.kind.name)
+        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+        # The runner's worker inherits this: candidates are timed with the bundle's threads.
+        os.environ["TVM_NUM_THREADS"] = str(threads)
+        cpus = len(os.sched_getaffinity(0))
+        self.target, self.log, self.emit, self.cpus = tvm_target, log, emit, cpus
+        self.builder = PersistentBuilder(max_workers=cpus, timeout_sec=_BUILD_TIMEOUT_S)
+        self.runner = ms.runner.LocalRunner()
+        self.cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=cpus)
+        self.database = memory_database(contents, _TOP_K)
+
+    def run(self, task: TaskState, deadline: float, index: int, total: int, tasks) -> int:
+        """Tune `task` up to its target or `deadline`; returns the trials measured."""
+        from tvm.s_tir import meta_schedule as ms
+
+        from ._ms_support import Recorder
+
+        remaining = task.target - task.trials
+        recorder = Recorder(self._on_batch(task, deadline, index, total, tasks))
+        context = ms.TuneContext(
+            mod=task.extracted.dispatched[0],
+            target=self.target,
+            space_generator="post-order-apply",
+            # MetaSchedule's population of 512 is for thousands of trials; a small budget
+            # would spend most of its time searching.
+            search_strategy=ms.search_strategy.EvolutionarySearch(
+                population_size=min(512, max(64, 16 * remaining)),
+                init_min_unmeasured=min(50, max(16, 4 * remaining)),
+            ),
+            task_name=task.name,
+            logger=_quiet_logger(),
+            num_threads=self.cpus,
+        ).clone()
+        before, recorder.state["out_of_time"] = task.trials, False
+        try:
+            ms.TaskScheduler.create("round-robin").tune(
+                tasks=[context],
+                task_weights=[1.0],
+                max_trials_global=remaining,
+                max_trials_per_task=remaining,
+                num_trials_per_iter=min(_TRIALS_PER_BATCH, remaining),
+                builder=self.builder,
+                runner=self.runner,
+                measure_callbacks=[*ms.MeasureCallback.create("default"), recorder],
+                database=self.database,
+                cost_model=self.cost_model,
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise BuildError(
+                f"tuning kernel {task.name!r} failed: {str(exc).strip().splitlines()[-1]}",
+                hint="rerun with MLC_DEBUG=1 for MetaSchedule's full error",
+            ) from exc
+        measured = task.trials - before
+        exhausted = measured < remaining and not recorder.state["out_of_time"]
+        task.status = (
+            "out of time"
+            if recorder.state["out_of_time"]
+            else "exhausted"
+            if exhausted
+            else "tuned"
+        )
+        note = {"kind": "tuned", "workload": task.workload, "trials": task.trials}
+        self.log.append([{**note, "exhausted": exhausted}])
+        return measured
+
+    def _on_batch(self, task: TaskState, deadline: float, index: int, total: int, tasks):
+        from ._ms_support import batch_entries
+
+        first = [True]
+
+        def on_batch(scheduler, task_id, candidates, builds, runs, state):
+            entries, times = batch_entries(task, self.target, candidates, builds, runs, first[0])
+            first[0] = False
+            self.log.append(entries)  # durable before anything else happens
+            task.trials += len(candidates)
+            if times:
+                task.best_s = min([*times, *([task.best_s] if task.best_s else [])])
+            self.emit(TuneEvent("batch", index, total, task, estimate_model_ms(tasks)))
+            if time.monotonic() >= deadline:
+                state["out_of_time"] = True
+                scheduler.terminate_task(task_id)
+
+        return on_batch
+
+
+def _quiet_logger() -> logging.Logger:
+    logger = logging.getLogger("mlc.metaschedule")
+    logger.setLevel(logging.ERROR)
+    return logger
+
+
+def apply_database(db: str | os.PathLike, target: ResolvedTarget):
+    """(pass, database, info): the pass schedules every kernel the database has a record for,
+    and must run inside the database's context; info says which records were used."""
+    from tvm import relax
+
+    from ._ms_support import memory_database
+
+    log = _log_for_compile(db, target)
+    contents = log.read()
+    info = {
+        "db": str(db),
+        "key": log.path.name,
+        "threads": log.key.threads,
+        "runtime_threads": measuring_threads(None),
+        "sha256": contents.sha256,
+    }
+    return relax.transform.MetaScheduleApplyDatabase(), memory_database(contents, 1), info
+
+
+def _log_for_compile(db, target: ResolvedTarget) -> TuningLog:
+    """The key for this target and TVM version; of several (tuned with different threads), the
+    one for the threads the bundle runs with by default, else the one with most records."""
+    wanted = database_key(target, measuring_threads(None))
+    logs = [log for log in open_logs(db) if log.key.matches(wanted)]
+    if not logs:
+        raise UsageError(
+            f"tuning database {str(db)!r} has no records for target {target.preset.name!r} "
+            "on this machine and TVM version",
+            hint=f"run `mlc tune MODEL --target {target.preset.name} --db {db}` first",
+        )
+    for log in logs:
+        if log.key.threads == wanted.threads:
+            return log
+    return max(logs, key=lambda log: len(log.read().records))
+
+
+def _check_tunable(target: ResolvedTarget) -> None:
     if target.preset.is_cross:
         raise UsageError(
             f"tuning for {target.preset.name!r} measures candidates on an {target.preset.arch} "
@@ -50,75 +381,12 @@ def tune(mod, target: ResolvedTarget, db: str | os.PathLike, trials: int, verbos
             "supported yet)"
         )
     if target.device == "cuda":
-        _require_gpu()
-    work_dir = database_dir(db, target)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    (work_dir / "target.json").write_text(json.dumps(target.target, indent=2) + "\n")
-    tvm_target = tvm.target.Target(target.target)
-    with tvm_target, tvm.transform.PassContext(opt_level=3):
-        fused = tvm.transform.Sequential(fusion_passes(tvm_target))(mod)
-    tasks = ms.relax_integration.extract_tasks(fused, tvm_target)
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(
-        logging.INFO if verbose else logging.WARNING
-    )
-    # Measure with the threads the bundle will run with (TVM's default is half the cores).
-    os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-    # A builder worker's first build imports tvm.s_tir.tensor_intrin, about 30 s on a 2-core
-    # machine: inside MetaSchedule's default 30 s build timeout, every candidate then "fails".
-    # The workers import it when they start, and the timeout leaves room for a slow machine.
-    builder = ms.builder.LocalBuilder(timeout_sec=_BUILD_TIMEOUT_S, initializer=_warm_worker)
-    try:
-        database = ms.relax_integration.tune_relax(
-            mod=fused,
-            params={},
-            target=tvm_target,
-            work_dir=str(work_dir),
-            max_trials_global=trials,
-            num_trials_per_iter=min(64, max(1, trials)),
-            builder=builder,
-        )
-    except (RuntimeError, ValueError) as exc:
-        raise BuildError(f"tuning failed: {str(exc).strip().splitlines()[-1]}") from exc
-    records = len(database.get_all_tuning_records())
-    return TuneResult(work_dir, len(tasks), trials, records)
+        from ..cuda import gpu_available
 
-
-_BUILD_TIMEOUT_S = 120.0
-
-
-def _warm_worker() -> None:
-    import tvm.s_tir.tensor_intrin  # noqa: F401  (registers intrinsics; slow, see tune())
-
-
-def apply_database(db: str | os.PathLike, target: ResolvedTarget):
-    """(pass, context): the pass schedules every kernel the database has a record for, and
-    must run inside the context, which makes the database current."""
-    from tvm import relax
-    from tvm.s_tir import meta_schedule as ms
-
-    work_dir = database_dir(db, target)
-    if not (work_dir / "database_tuning_record.json").exists():
-        raise UsageError(
-            f"tuning database {str(db)!r} has no records for target {target.preset.name!r} "
-            "on this machine and TVM version",
-            hint=f"run `mlc tune MODEL --target {target.preset.name} --db {db}` first",
-        )
-    database = ms.database.JSONDatabase(
-        path_workload=str(work_dir / "database_workload.json"),
-        path_tuning_record=str(work_dir / "database_tuning_record.json"),
-        allow_missing=False,
-    )
-    return relax.transform.MetaScheduleApplyDatabase(), database
-
-
-def _require_gpu() -> None:
-    from ..cuda import gpu_available
-
-    has_gpu = gpu_available()
-    if not has_gpu:
-        raise UsageError(
-            "tuning for CUDA measures each candidate kernel on a GPU, and this host has none "
-            "(no NVIDIA driver or GPU found)",
-            hint="run `mlc tune` on a GPU host and copy the --db directory here; compiling with "
-            "--db needs no GPU (remote measurement is not supported yet)",
-        )
+        if not gpu_available():
+            raise UsageError(
+                "tuning for CUDA measures each candidate kernel on a GPU, and this host has "
+                "none (no NVIDIA driver or GPU found)",
+                hint="run `mlc tune` on a GPU host and copy the --db directory here; compiling "
+                "with --db needs no GPU (remote measurement is not supported yet)",
+            )

@@ -1,0 +1,131 @@
+"""MetaSchedule plumbing for tuning.py (imported only from there, only when tuning or applying
+records): a builder whose workers live across batches, the measure callback that writes each
+batch to the database, and the database loaded into MetaSchedule's in-memory one."""
+
+from __future__ import annotations
+
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+from tvm.s_tir.meta_schedule.builder.local_builder import _worker_func
+from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+from ..tuning_db import LogContents
+
+_POOL_BATCHES = 20  # restart the workers now and then: MetaSchedule's note a leak in them
+
+
+def import_intrinsics(target_kind: str) -> None:
+    """Register the tensor intrinsics this host's CPU target can use, before MetaSchedule
+    imports them all: `tvm.s_tir.tensor_intrin` imports every backend's (CUDA's alone take
+    30 s here); the x86 ones take under a second. The package itself is registered without
+    running its __init__, so a later import of it, or of another backend's, still works."""
+    import importlib
+    import importlib.util
+    import platform
+    import sys
+
+    import tvm.s_tir
+
+    name = "tvm.s_tir.tensor_intrin"
+    if target_kind != "llvm" or name in sys.modules:
+        return  # a GPU target needs them all: MetaSchedule imports the package as usual
+    spec = importlib.util.find_spec(name)
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    tvm.s_tir.tensor_intrin = package
+    machine = platform.machine()
+    importlib.import_module(f"{name}.{'arm_cpu' if machine in ('aarch64', 'arm64') else 'x86'}")
+
+
+def build_candidate(mod, target, _params):
+    """MetaSchedule's default build, minus `import tvm.s_tir.tensor_intrin`: that takes 30 s
+    in every fresh worker, and the candidates arrive with their intrinsics already inlined."""
+    from tvm.driver import build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return build(mod, target=target)
+
+
+@derived_object
+class PersistentBuilder(PyBuilder):
+    """MetaSchedule's LocalBuilder starts new worker processes for every batch; this one keeps
+    them for `_POOL_BATCHES` batches (a worker start costs about a second here)."""
+
+    def __init__(self, max_workers: int, timeout_sec: float):
+        super().__init__()
+        self.max_workers, self.timeout_sec = max_workers, timeout_sec
+        self.pool, self.batches = None, 0
+
+    def build(self, build_inputs):
+        if self.pool is None or self.batches >= _POOL_BATCHES:
+            if self.pool is not None:
+                self.pool.shutdown()
+            self.pool = PopenPoolExecutor(max_workers=self.max_workers, timeout=self.timeout_sec)
+            self.batches = 0
+        self.batches += 1
+        args = [(build_candidate, None, b.mod, b.target, None) for b in build_inputs]
+        results = []
+        for res in self.pool.map_with_error_catching(lambda a: _worker_func(*a), args):
+            if res.status == StatusKind.COMPLETE:
+                results.append(BuilderResult(res.value, None))
+            elif res.status == StatusKind.TIMEOUT:
+                results.append(BuilderResult(None, f"build timed out after {self.timeout_sec} s"))
+            else:
+                results.append(BuilderResult(None, f"build failed: {res.value}"))
+        return results
+
+
+@derived_object
+class Recorder(PyMeasureCallback):
+    """Calls `on_batch(scheduler, task_id, candidates, builds, runs, state)` after each batch."""
+
+    def __init__(self, on_batch):
+        super().__init__()
+        self.on_batch, self.state = on_batch, {}
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        self.on_batch(
+            task_scheduler, task_id, measure_candidates, builder_results, runner_results, self.state
+        )
+
+
+def batch_entries(task, target, candidates, builds, runs, with_workload: bool):
+    """Log lines for one measured batch (the workload first, once per task and run), and the
+    mean times of the candidates that ran."""
+    workload = ms.database.Workload(task.extracted.dispatched[0])
+    entries, times = [], []
+    if with_workload:
+        digest, mod = workload.as_json()
+        entries.append({"kind": "workload", "hash": str(digest), "name": task.name, "mod": mod})
+    for cand, built, ran in zip(candidates, builds, runs):
+        error = built.error_msg or ran.error_msg
+        secs = None if error else [float(s) for s in ran.run_secs]
+        record = ms.database.TuningRecord(
+            cand.sch.trace, workload, None if error else ran.run_secs, target, cand.args_info
+        )
+        entry = {"kind": "record", "workload": task.workload, "record": record.as_json()}
+        entry["mean_s"] = sum(secs) / len(secs) if secs else None
+        if error:
+            entry["error"] = str(error).strip().splitlines()[-1][:300]
+        else:
+            times.append(entry["mean_s"])
+        entries.append(entry)
+    return entries, times
+
+
+def memory_database(contents: LogContents, top_k: int):
+    """MetaSchedule's in-memory database holding the `top_k` fastest records per workload."""
+    database = ms.database.MemoryDatabase()
+    for digest, entry in contents.workloads.items():
+        valid = [r for r in contents.records_of(digest) if r.get("mean_s") is not None]
+        if not valid:
+            continue
+        workload = database.commit_workload(
+            ms.database.Workload.from_json([digest, entry["mod"]]).mod
+        )
+        for r in sorted(valid, key=lambda r: r["mean_s"])[:top_k]:
+            database.commit_tuning_record(ms.database.TuningRecord.from_json(r["record"], workload))
+    return database
