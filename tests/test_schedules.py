@@ -150,3 +150,20 @@ def test_every_kernel_of_a_model_gets_a_schedule(model_dir, name):
     }
     unscheduled = [n for n, f in kernels.items() if not f.attrs.get("tirx.is_scheduled")]
     assert kernels and not unscheduled
+
+
+def test_symbolic_batch_keeps_the_register_tile():
+    """A dynamic batch (--dim N=1..64) leaves the outer loop symbolic; the tile still applies."""
+    n = tirx.Var("n", "int64")
+    a, b = _random(3, 40, 32), _random(32, 48)
+    A = te.placeholder((n, 40, 32), name="A")
+    B = te.placeholder(b.shape, name="B")
+    k = te.reduce_axis((0, 32), name="k")
+    out = te.compute((n, 40, 48), lambda i, j, c: te.sum(A[i, j, k] * B[k, c], axis=k))
+    func = _schedule(cpu.TiledReduction(), _func([A, B], out))
+    assert 'scope="local"' in func.script()
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=TARGET)
+    dev = tvm.cpu()
+    got = tvm.runtime.tensor(np.zeros((3, 40, 48), "float32"), dev)
+    lib["main"](tvm.runtime.tensor(a, dev), tvm.runtime.tensor(b, dev), got)
+    np.testing.assert_allclose(got.numpy(), a @ b, rtol=1e-4, atol=1e-4)

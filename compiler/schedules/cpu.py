@@ -135,16 +135,18 @@ def _plan_tiles(sch, main, lanes: int):
     """(vector axis, vector tile, row axis, row tile, lanes) for the reduction block `main`."""
     spatial = [i for i, it in enumerate(main.iters) if it.kind == "S"]
     extents = [it.dom if isinstance(it.dom, int) else _int(it.dom) for it in main.iters]
-    if any(extents[i] is None for i in spatial):
-        return None  # symbolic extents: left to the fallback
     vec = spatial[-1]
+    if extents[vec] is None:
+        return None  # a symbolic innermost axis (sequence length, say): left to the fallback
     # Rows: spatial axes the vector operand does not depend on, so that one vector load feeds
     # `rows` multiply-adds (A's row in a matmul, the output pixel in an NHWC conv).
     vector_operand_vars = _vars_of_reads_using(sch, main, main.iters[vec].var)
     rows = [
         i
         for i in reversed(spatial[:-1])
-        if extents[i] > 1 and main.iters[i].var not in vector_operand_vars
+        if extents[i] is not None
+        and extents[i] > 1
+        and main.iters[i].var not in vector_operand_vars
     ]
     # The register tile with the most accumulators that fits (ties: wider vectors).
     best = None
@@ -246,7 +248,7 @@ def _parallel_prefix(sch, outer: list, cores: int) -> tuple[list, list]:
     and the serial rest (which reuses the packed panel)."""
     tasks, n = 1, 0
     while n < len(outer) and (n == 0 or tasks < 4 * cores):
-        tasks *= _extent(sch, outer[n]) or 1
+        tasks *= _extent(sch, outer[n]) or 4 * cores  # symbolic (batch): assume enough
         n += 1
     return outer[:n], outer[n:]
 
