@@ -412,3 +412,68 @@ def test_bf16_bundle(model_dir, tmp_path):
     assert manifest["options"]["precision"] == "bf16"
     # bf16 keeps 8 bits of mantissa: about 2 significant digits
     assert_matches_onnxruntime(tmp_path / "b", model_dir / "mlp.onnx", atol=5e-2, rtol=5e-2)
+
+
+def _unary_module(build) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((4, 8), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(build(bb, x))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_fast_math_replaces_exp_erf_and_softmax_on_cpu():
+    from tvm import topi
+
+    from compiler.passes.fast_math import FastMath
+
+    def before(bb, x):
+        e = bb.emit(relax.op.exp(x))
+        s = bb.emit(relax.op.nn.softmax(e, axis=-1))
+        return relax.op.erf(s)
+
+    def expected(bb, x):
+        e = bb.emit(bb.call_te(topi.fast_exp, x))
+        s = bb.emit(bb.call_te(topi.nn.fast_softmax, e, -1))
+        return bb.call_te(topi.fast_erf, s)
+
+    cpu = tvm.target.Target({"kind": "llvm"})
+    got = FastMath(cpu)(_unary_module(before))
+    tvm.ir.assert_structural_equal(got, _unary_module(expected))
+    gpu = tvm.target.Target({"kind": "cuda", "arch": "sm_80"})
+    tvm.ir.assert_structural_equal(FastMath(gpu)(_unary_module(before)), _unary_module(before))
+
+
+def test_convert_layout_puts_cpu_convs_in_nhwc_and_folds_weight_transposes():
+    from compiler.passes.convert_layout import ConvertLayout
+
+    w = np.ones((8, 4, 3, 3), "float32")
+
+    def conv(bb, layout):
+        x = relax.Var("x", R.Tensor((1, 4, 6, 6), "float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                if layout == "NCHW":
+                    out = relax.op.nn.conv2d(x, relax.const(w), padding=1)
+                else:
+                    xt = bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
+                    y = bb.emit(
+                        relax.op.nn.conv2d(
+                            xt,
+                            relax.const(w.transpose(2, 3, 1, 0).copy()),
+                            padding=1,
+                            data_layout="NHWC",
+                            kernel_layout="HWIO",
+                        )
+                    )
+                    out = relax.op.permute_dims(y, [0, 3, 1, 2])
+                out = bb.emit_output(out)
+            bb.emit_func_output(out)
+        return bb.get()
+
+    got = ConvertLayout(tvm.target.Target({"kind": "llvm"}))(conv(relax.BlockBuilder(), "NCHW"))
+    got = relax.transform.CanonicalizeBindings()(got)
+    expected = relax.transform.CanonicalizeBindings()(conv(relax.BlockBuilder(), "NHWC"))
+    tvm.ir.assert_structural_equal(got, expected, map_free_vars=True)

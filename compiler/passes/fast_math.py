@@ -33,9 +33,15 @@ class _Rewriter(PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="FastMath")
 class FastMath:
-    """Replace float32 exp/erf/tanh/softmax with their fast approximations."""
+    """Replace float32 exp/erf/tanh/softmax with their fast approximations on CPU targets
+    (GPUs have fast hardware versions already)."""
+
+    def __init__(self, target: tvm.target.Target):
+        self.enabled = target.kind.name == "llvm"
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        if not self.enabled:
+            return mod
         rewriter = _Rewriter(mod)
         for gvar, func in mod.functions_items():
             if isinstance(func, relax.Function):

@@ -6,7 +6,7 @@ Graph phases (`graph_passes`, run by build.prepare on the imported Relax module)
   safety     SafeIndexing
   precision  ToMixedPrecision, KeepFP32, ToBFloat16, FoldConstant, DeadCodeElimination
              (with --precision fp16|bf16; KeepFP32 with --keep-fp32)
-  layout     convert_layout.layout_passes(target): conv layouts the target's schedules prefer
+  layout     ConvertLayout (conv layouts the target's schedules prefer), FastMath (CPU)
   weights    ExtractWeights
 Lowering phases (`lowering_passes`, run inside tvm.compile by build.lowering_pipeline):
   fusion     library dispatch, LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
@@ -27,8 +27,9 @@ from tvm import relax
 
 from ..errors import UsageError
 from ..options import CompileOptions
-from .convert_layout import layout_passes
+from .convert_layout import ConvertLayout
 from .extract_weights import ExtractWeights
+from .fast_math import FastMath
 from .fold_batch_norm import FoldBatchNorm
 from .keep_fp32 import KeepFP32
 from .safe_indexing import SafeIndexing
@@ -75,7 +76,8 @@ def graph_steps(options: CompileOptions, target: tvm.target.Target) -> list[Step
         Step("safety", SafeIndexing(), required=True),
         # ToMixedPrecision cannot read the call_tir kernels that the layout phase may emit.
         *_precision_steps(options),
-        *(Step("layout", p, 2) for p in layout_passes(target)),
+        Step("layout", ConvertLayout(target), 2),
+        Step("layout", FastMath(target), 2),
         Step("weights", ExtractWeights(options.weight_threshold_bytes)),
     ]
 
