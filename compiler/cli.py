@@ -280,7 +280,9 @@ def compile(
         time_passes=pipeline["time_passes"],
     )
     if (db_strict or tune_trials) and not db:
-        raise click.UsageError("--db-strict and --tune need --db DIR")
+        from .errors import UsageError
+
+        raise UsageError("--db-strict and --tune need --db DIR")
     if tune_trials:
         from .api import tune_model
         from .cli_tuning import ProgressPrinter

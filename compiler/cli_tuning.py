@@ -54,8 +54,9 @@ class ProgressPrinter:
             return
         t = event.task
         status = {"batch": "", "task": "", "end": f"  {t.status}", "skip": f"  {event.message}"}
+        trials = f"{t.trials}" if event.open_ended else f"{t.trials}/{t.target}"
         text = (
-            f"[{event.index}/{event.total}] {t.name}  trials {t.trials}/{t.target}  "
+            f"[{event.index}/{event.total}] {t.name}  trials {trials}  "
             f"best {_ms(t.best_s)}  est. model {_ms_or_none(event.model_ms)}{status[event.kind]}"
         )
         if self.tty:
@@ -88,9 +89,10 @@ def print_tune_summary(model, summary) -> None:
     )
     for k in data["kernels"]:
         best = "-" if k["best_ms"] is None else f"{k['best_ms']:.4g} ms"
+        target = "" if k["target_trials"] is None else f"/{k['target_trials']}"
         click.echo(
-            f"  {k['name'][:44]:44} {k['share']:6.1%}  trials {k['trials']:>5}/"
-            f"{k['target_trials']:<5} best {best:>11}  {k['status']}"
+            f"  {k['name'][:44]:44} {k['share']:6.1%}  trials {k['trials']:>5}{target:<6} "
+            f"best {best:>11}  {k['status']}"
         )
     if r.model_ms is not None:
         click.echo(f"estimated model latency {r.model_ms:.4g} ms (measured kernels + estimates)")

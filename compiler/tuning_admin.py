@@ -48,7 +48,15 @@ def list_database(db: str | os.PathLike) -> list[dict]:
 
 def compact(contents: LogContents, top_k: int | None = None, keep_failed: bool = True):
     """One record per (workload, schedule trace), the fastest; then at most `top_k` valid
-    records per workload. Trial counts survive in the "tuned" notes."""
+    records per workload. Trial counts survive in the "tuned" notes (a schedule measured in two
+    merged databases counts once, so merging again changes nothing)."""
+    original = len(contents.records)
+    best: dict[tuple[str, str], dict] = {}
+    for r in contents.records:
+        key = (r["workload"], canonical_json(r["record"][0]))
+        if key not in best or _speed(r) < _speed(best[key]):
+            best[key] = r
+    contents.records = list(best.values())
     for digest in {r["workload"] for r in contents.records}:
         note = contents.notes.get(digest, {"exhausted": False})
         contents.notes[digest] = {
@@ -57,11 +65,6 @@ def compact(contents: LogContents, top_k: int | None = None, keep_failed: bool =
             "trials": contents.trials(digest),
             "exhausted": note["exhausted"],
         }
-    best: dict[tuple[str, str], dict] = {}
-    for r in contents.records:
-        key = (r["workload"], canonical_json(r["record"][0]))
-        if key not in best or _speed(r) < _speed(best[key]):
-            best[key] = r
     kept, per_workload = [], {}
     for r in sorted(best.values(), key=_speed):
         if r.get("mean_s") is None:
@@ -71,9 +74,8 @@ def compact(contents: LogContents, top_k: int | None = None, keep_failed: bool =
         n = per_workload[r["workload"]] = per_workload.get(r["workload"], 0) + 1
         if top_k is None or n <= top_k:
             kept.append(r)
-    dropped = len(contents.records) - len(kept)
     contents.records = kept
-    return dropped
+    return original - len(kept)
 
 
 def _speed(record: dict) -> float:

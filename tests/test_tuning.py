@@ -1,38 +1,185 @@
-"""MetaSchedule tuning into a database directory, and compiling with its records."""
+"""Tuning: budgets, the database on disk (append-only, concurrent, killable), `mlc db`, and
+compiling with the records. The slow tests run real MetaSchedule tuning on the test MLP."""
 
 from __future__ import annotations
 
+import io
 import json
+import multiprocessing
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
-from conftest import mlc, mlc_subprocess
+from conftest import ROOT, mlc, mlc_subprocess
 
 from compiler.api import load_bundle
+from compiler.cli_tuning import ProgressPrinter, parse_duration
 from compiler.cuda import gpu_available
 from compiler.reference import run_reference
+from compiler.schedules.tuning_plan import TaskState, TuneEvent, allocate
+from compiler.tuning_db import LOG_FILE, DatabaseKey, open_log, open_logs
+
+KEY = DatabaseKey("x86", {"kind": "llvm", "mcpu": "znver3", "num-cores": 2}, "0.27.0", 2)
 
 
-@pytest.mark.slow
-def test_tune_then_compile_with_the_records(model_dir, tmp_path):
-    db = tmp_path / "db"
-    # Its own process, as users run it: tuning measures in worker processes and is sensitive
-    # to what earlier tests loaded into this one (a CUDA compile loads TVM's CUDA runtime).
-    r = mlc_subprocess("tune", model_dir / "mlp.onnx", "--db", db, "--trials", "8", "--json")
-    assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout)
-    assert summary["tasks"] == 3 and summary["records"] >= 1
-    (target_dir,) = db.iterdir()  # one directory per target and TVM version
-    assert json.loads((target_dir / "target.json").read_text())["kind"] == "llvm"
-    r = mlc_subprocess("compile", model_dir / "mlp.onnx", "-o", tmp_path / "b", "--db", db)
-    assert r.returncode == 0, r.stderr
-    tuning = json.loads((tmp_path / "b" / "manifest.json").read_text())["tuning"]
-    assert tuning["kernels"] == 3 and 1 <= tuning["tuned_kernels"] <= 3
-    assert len(tuning["sha256"]) == 64
-    model = load_bundle(tmp_path / "b")
-    x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
-    expected = run_reference(model_dir / "mlp.onnx", {"x": x})["y"]
-    np.testing.assert_allclose(model(x=x)["y"], expected, rtol=1e-4, atol=1e-4)
+def _record(workload: str, trace: str, mean_s: float | None) -> dict:
+    entry = {"kind": "record", "workload": workload, "record": [[trace], [mean_s], {}, []]}
+    return {**entry, "mean_s": mean_s}
+
+
+def _workload(digest: str, name: str) -> dict:
+    return {"kind": "workload", "hash": digest, "name": name, "mod": "<mod>"}
+
+
+# --- budgets and durations -------------------------------------------------------------------
+
+
+def test_allocate_splits_by_share_and_keeps_the_budget():
+    assert allocate([0.6, 0.3, 0.1], 100) == [60, 30, 10]
+    assert sum(allocate([0.63, 0.32, 0.05], 8)) == 8
+    assert allocate([0.63, 0.32, 0.05], 8)[2] >= 1  # every task gets a trial while they last
+    assert allocate([0.5, 0.3, 0.2], 2) == [1, 1, 0]  # too few: the largest shares first
+    assert allocate([], 10) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("20m", 1200), ("1h30m", 5400), ("45", 45), ("1.5m", 90)]
+)
+def test_durations(text, seconds):
+    assert parse_duration(None, None, text) == seconds
+
+
+def test_bad_duration_is_a_usage_error(model_dir, tmp_path):
+    r = mlc("tune", model_dir / "mlp.onnx", "--db", tmp_path / "db", "--time", "20 minutes")
+    assert r.exit_code == 2
+    assert "'20 minutes' is not a duration, expected e.g. 90s, 20m or 1h30m" in r.stderr
+
+
+def test_progress_is_one_line_per_batch_without_a_terminal():
+    out = io.StringIO()
+    printer = ProgressPrinter(quiet=False, stream=out)
+    task = TaskState("fused_matmul_add", "h", 1, 1e-6, share=0.5, target=128, trials=64)
+    task.best_s = 0.00041
+    printer(TuneEvent("plan", 0, 7, None, None, "7 kernels: 3 to tune, 4 cheap"))
+    printer(TuneEvent("task", 3, 7, task, 2.3))  # a terminal would show it; a log skips it
+    printer(TuneEvent("batch", 3, 7, task, 2.3))
+    task.status = "tuned"
+    printer(TuneEvent("end", 3, 7, task, 2.3))  # ended as planned: nothing new to say
+    assert out.getvalue().splitlines() == [
+        "tuning 7 kernels: 3 to tune, 4 cheap; est. model -",
+        "[3/7] fused_matmul_add  trials 64/128  best 0.41 ms  est. model 2.3 ms",
+    ]
+    quiet = io.StringIO()
+    ProgressPrinter(quiet=True, stream=quiet)(TuneEvent("batch", 3, 7, task, 2.3))
+    assert quiet.getvalue() == ""
+
+
+# --- the database on disk --------------------------------------------------------------------
+
+
+def test_log_round_trip_and_key_directory(tmp_path):
+    log = open_log(tmp_path / "db", KEY)
+    log.append([_workload("w1", "k1"), _record("w1", "a", 2e-3), _record("w1", "b", None)])
+    (found,) = open_logs(tmp_path / "db")
+    assert found.key == KEY and found.path.name == f"x86-2t-{KEY.digest}"
+    contents = found.read()
+    assert contents.trials("w1") == 2 and contents.best("w1") == 2e-3
+    assert contents.bad_lines == 0
+
+
+def test_torn_last_line_is_skipped_and_fenced_off(tmp_path):
+    log = open_log(tmp_path / "db", KEY)
+    log.append([_workload("w1", "k1"), _record("w1", "a", 1e-3)])
+    with open(log.path / LOG_FILE, "a") as f:  # a writer killed in the middle of a line
+        f.write('{"kind": "record", "workload": "w1", "rec')
+    assert log.read().bad_lines == 1 and log.read().trials("w1") == 1
+    log.append([_record("w1", "b", 2e-3)])
+    contents = log.read()
+    assert contents.bad_lines == 1 and contents.trials("w1") == 2  # the new record survived
+
+
+def _append_many(db, worker: int) -> None:
+    log = open_log(db, KEY)
+    for i in range(150):
+        log.append([_record("w1", f"{worker}-{i}", 1e-3 + i * 1e-6) for _ in range(2)])
+
+
+def test_concurrent_appends_lose_nothing(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(tmp_path / "db", w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    contents = open_log(tmp_path / "db", KEY).read()
+    assert contents.bad_lines == 0 and len(contents.records) == 4 * 150 * 2
+
+
+# --- mlc db ----------------------------------------------------------------------------------
+
+
+def test_db_list_merge_prune(tmp_path):
+    a, b = open_log(tmp_path / "a", KEY), open_log(tmp_path / "b", KEY)
+    a.append(
+        [_workload("w1", "fused_matmul"), _record("w1", "t1", 3e-3), _record("w1", "t2", None)]
+    )
+    b.append([_workload("w1", "fused_matmul"), _record("w1", "t1", 2e-3)])
+    b.append([_workload("w2", "softmax")] + [_record("w2", f"s{i}", i * 1e-3) for i in range(1, 6)])
+
+    r = mlc("db", "merge", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "m")
+    assert r.exit_code == 0, r.stderr
+    r = mlc("db", "list", tmp_path / "m", "--json")
+    (key,) = json.loads(r.stdout)
+    assert (key["preset"], key["threads"], key["tvm"]) == ("x86", 2, "0.27.0")
+    by_name = {w["name"]: w for w in key["workloads"]}
+    assert by_name["fused_matmul"]["best_ms"] == 2.0  # t1 from both: the faster one kept
+    assert by_name["fused_matmul"]["trials"] == 2  # t1 once, t2 (failed)
+    assert (key["records"], key["failed_records"]) == (6, 1)
+
+    r = mlc("db", "prune", tmp_path / "m", "--top-k", "2")
+    assert r.exit_code == 0, r.stderr
+    (key,) = json.loads(mlc("db", "list", tmp_path / "m", "--json").stdout)
+    by_name = {w["name"]: w for w in key["workloads"]}
+    assert (key["records"], key["failed_records"]) == (3, 0)
+    assert by_name["softmax"]["trials"] == 5 and by_name["softmax"]["best_ms"] == 1.0
+    text = mlc("db", "list", tmp_path / "m").stdout
+    assert "2 workloads, 3 records, 0 failed" in text
+
+
+def test_prune_other_tvm_versions(tmp_path):
+    import tvm
+
+    old = DatabaseKey(KEY.preset, KEY.target, "0.19.0", 2)
+    current = DatabaseKey(KEY.preset, KEY.target, tvm.__version__, 2)
+    for key in (old, current):
+        open_log(tmp_path / "db", key).append([_workload("w", "k"), _record("w", "t", 1e-3)])
+    r = mlc("db", "prune", tmp_path / "db", "--other-tvm", "--json")
+    assert json.loads(r.stdout)["dropped_keys"] == 1
+    assert [log.key.tvm for log in open_logs(tmp_path / "db")] == [tvm.__version__]
+
+
+def test_db_errors(tmp_path):
+    r = mlc("db", "list", tmp_path / "nothing")
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == [
+        f"error: tuning database '{tmp_path / 'nothing'}' does not exist"
+    ]
+    r = mlc("db", "prune", tmp_path, "--top-k", "0")
+    assert r.stderr.splitlines() == ["error: --top-k must be at least 1, got 0"]
+
+
+@pytest.mark.parametrize(
+    "args", [["db"], ["db", "list"], ["db", "merge"], ["db", "prune"], ["tune"]]
+)
+def test_help(args):
+    r = mlc(*args, "--help")
+    assert r.exit_code == 0 and "Usage:" in r.stdout
+
+
+# --- compiling with a database ---------------------------------------------------------------
 
 
 def test_database_without_records_for_the_target(model_dir, tmp_path):
@@ -55,6 +202,11 @@ def test_database_without_records_for_the_target(model_dir, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_db_strict_needs_a_db(model_dir, tmp_path):
+    r = mlc("compile", model_dir / "mlp.onnx", "-o", tmp_path / "b", "--db-strict")
+    assert r.exit_code == 2 and "--db-strict and --tune need --db DIR" in r.stderr
+
+
 @pytest.mark.skipif(gpu_available(), reason="this host has a GPU")
 def test_cuda_tuning_needs_a_gpu(model_dir, tmp_path):
     r = mlc("tune", model_dir / "mlp.onnx", "--db", tmp_path / "db", "--target", "cuda")
@@ -74,3 +226,92 @@ def test_cross_target_tuning_is_refused(model_dir, tmp_path):
         "error: tuning for 'cortex-a72' measures candidates on an aarch64 CPU, and this host is "
         "not one; tune on the device (remote measurement is not supported yet)"
     )
+
+
+# --- real tuning (slow) ----------------------------------------------------------------------
+
+
+def _tune_process(model, db, *args) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "compiler.cli", "tune", str(model), "--db", str(db), *args]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.slow
+def test_two_tuners_on_one_database_then_strict_compile(model_dir, tmp_path):
+    db, model = tmp_path / "db", model_dir / "mlp.onnx"
+    procs = [_tune_process(model, db, "--trials", "6", "--json") for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    summaries = [json.loads(out) for out, _ in outs]
+    assert all(s["tasks"] == 3 and s["threads"] >= 1 for s in summaries)
+    (log,) = open_logs(db)  # one key: target, TVM version and threads
+    contents = log.read()
+    assert contents.bad_lines == 0
+    assert len(contents.records) == sum(s["trials"] for s in summaries)  # nothing lost
+
+    # A workload tuned once is not tuned again.
+    t0 = time.monotonic()
+    r = mlc_subprocess("tune", model, "--db", db, "--trials", "6")
+    assert r.returncode == 0, r.stderr
+    assert "3 kernels: 0 to tune, 3 already tuned" in r.stderr
+    assert "0 trials measured now" in r.stdout and time.monotonic() - t0 < 60
+
+    r = mlc_subprocess("compile", model, "-o", tmp_path / "b", "--db", db, "--db-strict")
+    assert r.returncode == 0, r.stderr
+    assert "tuned records cover 100% of the estimated runtime (3 of 3 kernels)" in r.stdout
+    tuning = json.loads((tmp_path / "b" / "manifest.json").read_text())["tuning"]
+    assert (tuning["kernels"], tuning["tuned_kernels"], tuning["coverage"]) == (3, 3, 1.0)
+    assert tuning["sha256"] == contents.sha256
+    x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+    expected = run_reference(model, {"x": x})["y"]
+    np.testing.assert_allclose(
+        load_bundle(tmp_path / "b")(x=x)["y"], expected, rtol=1e-4, atol=1e-4
+    )
+
+    # The conv net has kernels no record covers: strict mode names them and writes nothing.
+    r = mlc_subprocess(
+        "compile",
+        model_dir / "convnet.onnx",
+        "-o",
+        tmp_path / "c",
+        "--db",
+        db,
+        "--db-strict",
+        "--dim",
+        "N=1",
+    )
+    assert r.returncode == 7
+    assert r.stderr.startswith("error: --db-strict: ") and "fused_conv2d" in r.stderr
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.slow
+def test_killed_tuner_keeps_its_records_and_the_next_run_continues(model_dir, tmp_path):
+    db, model = tmp_path / "db", model_dir / "mlp.onnx"
+    proc = _tune_process(model, db, "--trials", "40", "--json")
+    deadline = time.monotonic() + 600
+    log = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        logs = open_logs(db) if db.exists() else []
+        if logs and logs[0].read().records:
+            log = logs[0]
+            break
+        time.sleep(0.5)
+    assert log is not None, proc.communicate()[1]
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    before = log.read()
+    kept = {json.dumps(r["record"]) for r in before.records}
+    assert kept and before.bad_lines <= 1
+
+    r = mlc_subprocess("tune", model, "--db", db, "--trials", "40", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    after = log.read()
+    assert kept <= {json.dumps(r["record"]) for r in after.records}  # nothing lost
+    assert summary["trials"] == len(after.records) - len(before.records)
+    assert summary["trials"] < 40  # it continued instead of starting again
+    for k in summary["kernels"]:
+        assert k["trials"] >= k["target_trials"] or k["status"] == "exhausted", k

@@ -13,91 +13,26 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..errors import BuildError, UsageError
 from ..targets import ResolvedTarget
 from ..tuning_db import DatabaseKey, LogContents, TuningLog, open_log, open_logs
 from .cost import MIN_SHARE, kernel_seconds
+from .tuning_plan import (
+    Progress,
+    TaskState,
+    TuneEvent,
+    TuneResult,
+    TuneSettings,
+    allocate,
+    estimate_model_ms,
+    plan_message,
+)
 
 TIME_ONLY_TRIALS = 20_000  # the trial budget when only a time limit is given
 _TRIALS_PER_BATCH = 16  # a batch is appended at once: a kill loses at most this many
 _BUILD_TIMEOUT_S = 60.0
 _TOP_K = 32  # records per workload loaded to warm-start the search
-
-
-@dataclass(frozen=True)
-class TuneSettings:
-    db: str
-    trials: int | None = None  # total trials; None with `seconds`: until the time is spent
-    seconds: float | None = None
-    threads: int | None = None  # measuring threads; None: TVM_NUM_THREADS or physical cores
-
-
-@dataclass
-class TaskState:
-    """One tuning task: a distinct kernel, how often the model calls it, and its progress."""
-
-    name: str
-    workload: str  # MetaSchedule's structural hash
-    calls: int
-    estimate_s: float  # estimated time of one call
-    share: float = 0.0
-    target: int = 0  # trials this task should have in the database
-    trials: int = 0  # trials it has
-    best_s: float | None = None
-    status: str = "pending"  # pending, cheap, tuned, already tuned, exhausted, out of time
-    extracted: object = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class TuneEvent:
-    """Progress: kind is "plan", "task" (a task starts), "batch", "skip" or "end"."""
-
-    kind: str
-    index: int  # 1-based among the tasks being tuned; 0 for "plan"
-    total: int
-    task: TaskState | None
-    model_ms: float | None  # estimated end-to-end latency of the kernels
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class TuneResult:
-    db: Path
-    threads: int
-    tasks: list[TaskState]
-    trials: int  # measured by this run
-    records: int  # valid records in the database for this target
-    model_ms: float | None
-    out_of_time: bool
-
-    def to_json(self) -> dict:
-        return {
-            "db": str(self.db),
-            "threads": self.threads,
-            "trials": self.trials,
-            "records": self.records,
-            "est_model_ms": None if self.model_ms is None else round(self.model_ms, 4),
-            "out_of_time": self.out_of_time,
-            "kernels": [
-                {
-                    "name": t.name,
-                    "calls": t.calls,
-                    "share": round(t.share, 4),
-                    "trials": t.trials,
-                    "target_trials": t.target,
-                    "best_ms": None if t.best_s is None else round(t.best_s * 1e3, 6),
-                    "status": t.status,
-                }
-                for t in self.tasks
-            ],
-        }
-
-
-Progress = Callable[[TuneEvent], None]
 
 
 def measuring_threads(threads: int | None) -> int:
@@ -120,23 +55,6 @@ def database_key(target: ResolvedTarget, threads: int) -> DatabaseKey:
     return DatabaseKey(target.preset.name, target.target, tvm.__version__, threads)
 
 
-def allocate(shares: list[float], budget: int) -> list[int]:
-    """Split `budget` trials by `shares` (largest remainder), at least one per task while the
-    budget lasts, the largest shares first."""
-    if not shares:
-        return []
-    total = sum(shares) or 1.0
-    exact = [budget * s / total for s in shares]
-    counts = [max(1, math.floor(x)) for x in exact]
-    order = sorted(range(len(shares)), key=lambda i: exact[i] - math.floor(exact[i]), reverse=True)
-    for i in order[: max(0, budget - sum(counts))]:
-        counts[i] += 1
-    for i in sorted(range(len(shares)), key=lambda i: shares[i]):  # over budget: trim smallest
-        while sum(counts) > budget and counts[i] > 0:
-            counts[i] -= 1
-    return counts
-
-
 def tune(mod, target: ResolvedTarget, options, settings: TuneSettings, progress: Progress | None):
     """Tune the fused kernels of `mod` (after mlc's graph passes) for `target`."""
     import tvm
@@ -150,32 +68,57 @@ def tune(mod, target: ResolvedTarget, options, settings: TuneSettings, progress:
         raise UsageError(f"--time must be positive, got {settings.seconds:g} s")
     deadline = time.monotonic() + settings.seconds if settings.seconds else math.inf
     threads = measuring_threads(settings.threads)
-    emit = progress or (lambda _event: None)
     log = open_log(settings.db, database_key(target, threads))
     tvm_target = tvm.target.Target(target.target)
     with tvm_target, tvm.transform.PassContext(opt_level=3):
         fused = tvm.transform.Sequential(fusion_passes(tvm_target, options))(mod)
     contents = log.read()
     tasks = _plan(fused, tvm_target, contents, _trial_budget(settings))
+    open_ended = settings.trials is None
+
+    def emit(kind, index=0, total=0, task=None, message=""):
+        if progress:
+            model_ms = estimate_model_ms(tasks)
+            progress(TuneEvent(kind, index, total, task, model_ms, message, open_ended))
+
+    emit("plan", message=plan_message(tasks))
     todo = [t for t in tasks if t.status == "pending"]
-    emit(TuneEvent("plan", 0, len(todo), None, estimate_model_ms(tasks), _plan_message(tasks)))
-    session = _Session(tvm_target, log, threads, contents, emit)
-    measured, out_of_time = 0, False
-    for i, task in enumerate(todo, 1):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            task.status, out_of_time = "out of time", True
-            emit(TuneEvent("skip", i, len(todo), task, estimate_model_ms(tasks), "out of time"))
-            continue
-        slice_s = left * task.share / sum(t.share for t in todo[i - 1 :])
-        emit(TuneEvent("task", i, len(todo), task, estimate_model_ms(tasks)))
-        measured += session.run(task, time.monotonic() + slice_s, i, len(todo), tasks)
-        out_of_time = out_of_time or task.status == "out of time"
-        emit(TuneEvent("end", i, len(todo), task, estimate_model_ms(tasks)))
+    measured = 0
+    if todo:
+        session = _Session(tvm_target, log, threads, contents, emit)
+        measured = _run(session, todo, deadline, emit)
     records = sum(r.get("mean_s") is not None for r in log.read().records)
+    out_of_time = any(t.status == "out of time" for t in tasks)
+    model_ms = estimate_model_ms(tasks)
     return TuneResult(
-        log.path, threads, tasks, measured, records, estimate_model_ms(tasks), out_of_time
+        log.path, threads, tasks, measured, records, model_ms, out_of_time, settings.trials
     )
+
+
+def _run(session: _Session, todo: list[TaskState], deadline: float, emit) -> int:
+    """Two rounds, as MetaSchedule's own scheduler warms up: one batch for every task first
+    (so a short time limit still leaves each kernel a record), then each task up to its target,
+    the time left split by the tasks' shares."""
+    measured = 0
+    for warmup in (True, False):
+        for i, task in enumerate(todo, 1):
+            goal = min(task.target, task.trials + _TRIALS_PER_BATCH) if warmup else task.target
+            if task.status != "pending" or task.trials >= goal:
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                task.status = "out of time"
+                emit("skip", i, len(todo), task, "out of time")
+                continue
+            pending = sum(t.share for t in todo[i - 1 :] if t.status == "pending")
+            task_deadline = deadline if warmup else time.monotonic() + left * task.share / pending
+            emit("task", i, len(todo), task)
+            measured += session.run(
+                task, goal, task_deadline, lambda t, i=i: emit("batch", i, len(todo), t)
+            )
+            if task.status != "pending":
+                emit("end", i, len(todo), task)
+    return measured
 
 
 def _trial_budget(settings: TuneSettings) -> int:
@@ -217,31 +160,11 @@ def _plan(fused, tvm_target, contents: LogContents, budget: int) -> list[TaskSta
     return tasks
 
 
-def _plan_message(tasks: list[TaskState]) -> str:
-    counts: dict[str, int] = {}
-    for t in tasks:
-        counts[t.status] = counts.get(t.status, 0) + 1
-    todo = counts.pop("pending", 0)
-    parts = [f"{n} {status}" for status, n in counts.items()]
-    return f"{len(tasks)} kernels: {todo} to tune" + "".join(f", {p}" for p in parts)
-
-
-def estimate_model_ms(tasks: list[TaskState]) -> float | None:
-    """Calls times time per call, summed over the kernels: measured where tuned, else the
-    estimate scaled by how far off the measured kernels' estimates were. None before anything
-    is measured."""
-    ratios = sorted(t.best_s / t.estimate_s for t in tasks if t.best_s and t.estimate_s > 0)
-    if not ratios:
-        return None
-    scale = ratios[len(ratios) // 2]
-    return 1e3 * sum(t.calls * (t.best_s or t.estimate_s * scale) for t in tasks)
-
-
 class _Session:
     """MetaSchedule's builder, runner, cost model and an in-memory copy of the database, shared
     by the tasks of one run; `run` tunes one task."""
 
-    def __init__(self, tvm_target, log: TuningLog, threads: int, contents, emit: Progress):
+    def __init__(self, tvm_target, log: TuningLog, threads: int, contents, emit):
         from tvm.s_tir import meta_schedule as ms
 
         from ._ms_support import PersistentBuilder, import_intrinsics, memory_database
@@ -251,20 +174,21 @@ class _Session:
         # The runner's worker inherits this: candidates are timed with the bundle's threads.
         os.environ["TVM_NUM_THREADS"] = str(threads)
         cpus = len(os.sched_getaffinity(0))
-        self.target, self.log, self.emit, self.cpus = tvm_target, log, emit, cpus
+        self.target, self.log, self.cpus = tvm_target, log, cpus
         self.builder = PersistentBuilder(max_workers=cpus, timeout_sec=_BUILD_TIMEOUT_S)
         self.runner = ms.runner.LocalRunner()
         self.cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=cpus)
         self.database = memory_database(contents, _TOP_K)
 
-    def run(self, task: TaskState, deadline: float, index: int, total: int, tasks) -> int:
-        """Tune `task` up to its target or `deadline`; returns the trials measured."""
+    def run(self, task: TaskState, goal: int, deadline: float, on_batch) -> int:
+        """Tune `task` up to `goal` trials or `deadline`; returns the trials measured. Leaves
+        the task "pending" if it reached `goal` but not its target."""
         from tvm.s_tir import meta_schedule as ms
 
         from ._ms_support import Recorder
 
-        remaining = task.target - task.trials
-        recorder = Recorder(self._on_batch(task, deadline, index, total, tasks))
+        wanted, before = goal - task.trials, task.trials
+        recorder = Recorder(self._on_batch(task, goal, deadline, on_batch))
         context = ms.TuneContext(
             mod=task.extracted.dispatched[0],
             target=self.target,
@@ -272,21 +196,20 @@ class _Session:
             # MetaSchedule's population of 512 is for thousands of trials; a small budget
             # would spend most of its time searching.
             search_strategy=ms.search_strategy.EvolutionarySearch(
-                population_size=min(512, max(64, 16 * remaining)),
-                init_min_unmeasured=min(50, max(16, 4 * remaining)),
+                population_size=min(512, max(64, 16 * wanted)),
+                init_min_unmeasured=min(50, max(16, 4 * wanted)),
             ),
             task_name=task.name,
             logger=_quiet_logger(),
             num_threads=self.cpus,
         ).clone()
-        before, recorder.state["out_of_time"] = task.trials, False
         try:
             ms.TaskScheduler.create("round-robin").tune(
                 tasks=[context],
                 task_weights=[1.0],
-                max_trials_global=remaining,
-                max_trials_per_task=remaining,
-                num_trials_per_iter=min(_TRIALS_PER_BATCH, remaining),
+                max_trials_global=wanted,
+                max_trials_per_task=wanted,
+                num_trials_per_iter=min(_TRIALS_PER_BATCH, wanted),
                 builder=self.builder,
                 runner=self.runner,
                 measure_callbacks=[*ms.MeasureCallback.create("default"), recorder],
@@ -298,20 +221,15 @@ class _Session:
                 f"tuning kernel {task.name!r} failed: {str(exc).strip().splitlines()[-1]}",
                 hint="rerun with MLC_DEBUG=1 for MetaSchedule's full error",
             ) from exc
-        measured = task.trials - before
-        exhausted = measured < remaining and not recorder.state["out_of_time"]
-        task.status = (
-            "out of time"
-            if recorder.state["out_of_time"]
-            else "exhausted"
-            if exhausted
-            else "tuned"
-        )
+        out_of_time = recorder.state.get("out_of_time", False)
+        exhausted = task.trials - before < wanted and not out_of_time
+        if out_of_time or exhausted or task.trials >= task.target:
+            task.status = "out of time" if out_of_time else "exhausted" if exhausted else "tuned"
         note = {"kind": "tuned", "workload": task.workload, "trials": task.trials}
         self.log.append([{**note, "exhausted": exhausted}])
-        return measured
+        return task.trials - before
 
-    def _on_batch(self, task: TaskState, deadline: float, index: int, total: int, tasks):
+    def _on_batch(self, task: TaskState, goal: int, deadline: float, report):
         from ._ms_support import batch_entries
 
         first = [True]
@@ -323,8 +241,9 @@ class _Session:
             task.trials += len(candidates)
             if times:
                 task.best_s = min([*times, *([task.best_s] if task.best_s else [])])
-            self.emit(TuneEvent("batch", index, total, task, estimate_model_ms(tasks)))
-            if time.monotonic() >= deadline:
+            report(task)
+            # (At its goal the scheduler ends the task itself; ending it twice is an error.)
+            if time.monotonic() >= deadline and task.trials < goal:
                 state["out_of_time"] = True
                 scheduler.terminate_task(task_id)
 
