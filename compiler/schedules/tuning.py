@@ -9,9 +9,12 @@ has its trials there is not tuned again, and an interrupted run continues where 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 import time
 
 from ..errors import BuildError, UsageError
@@ -86,7 +89,8 @@ def tune(mod, target: ResolvedTarget, options, settings: TuneSettings, progress:
     measured = 0
     if todo:
         session = _Session(tvm_target, log, threads, contents, emit)
-        measured = _run(session, todo, deadline, emit)
+        with _stop_on_interrupt(session.stop):
+            measured = _run(session, todo, deadline, emit)
     records = sum(r.get("mean_s") is not None for r in log.read().records)
     out_of_time = any(t.status == "out of time" for t in tasks)
     model_ms = estimate_model_ms(tasks)
@@ -118,7 +122,34 @@ def _run(session: _Session, todo: list[TaskState], deadline: float, emit) -> int
             )
             if task.status != "pending":
                 emit("end", i, len(todo), task)
+            if session.stop:
+                raise KeyboardInterrupt  # here, not inside MetaSchedule's C++ loop
     return measured
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(stop: list):
+    """Ctrl-C while tuning: a KeyboardInterrupt raised inside MetaSchedule's C++ loop (from a
+    Python callback) kills the process with std::terminate. The first Ctrl-C instead ends the
+    task after the batch being measured, which is kept; a second one exits at once."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(
+        signal.SIGINT
+    ) in (signal.SIG_IGN, None):
+        yield
+        return
+
+    def handler(_signum, _frame):
+        if stop:
+            os.write(2, b"\ninterrupted\n")
+            os._exit(130)  # every measured batch is already in the database
+        stop.append(True)
+        os.write(2, b"\nstopping after the batch being measured (Ctrl-C again: now)\n")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _trial_budget(settings: TuneSettings) -> int:
@@ -175,6 +206,7 @@ class _Session:
         os.environ["TVM_NUM_THREADS"] = str(threads)
         cpus = len(os.sched_getaffinity(0))
         self.target, self.log, self.cpus = tvm_target, log, cpus
+        self.stop: list = []  # non-empty once the user pressed Ctrl-C
         self.builder = PersistentBuilder(max_workers=cpus, timeout_sec=_BUILD_TIMEOUT_S)
         self.runner = ms.runner.LocalRunner()
         self.cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=cpus)
@@ -243,7 +275,7 @@ class _Session:
                 task.best_s = min([*times, *([task.best_s] if task.best_s else [])])
             report(task)
             # (At its goal the scheduler ends the task itself; ending it twice is an error.)
-            if time.monotonic() >= deadline and task.trials < goal:
+            if (self.stop or time.monotonic() >= deadline) and task.trials < goal:
                 state["out_of_time"] = True
                 scheduler.terminate_task(task_id)
 
