@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--tune-trials", type=int, default=2000, help="trial cap (the time box ends tuning first)"
     )
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--seconds", type=float, default=10.0, help="timing per model")
+    parser.add_argument("--seconds", type=float, default=20.0, help="timing per model")
     parser.add_argument("--target", default="x86")
     parser.add_argument("--profile", action="store_true", help="per-kernel times on stderr")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")

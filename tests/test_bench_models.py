@@ -6,6 +6,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,14 +81,28 @@ def test_ensure_builds_once_into_the_cache(tmp_path):
         models.ensure("vgg", cache=tmp_path)
 
 
-def test_interleaved_times_every_function_in_rotating_order():
+def test_interleaved_times_every_function_in_rotating_blocks():
     calls = []
     stats = timing.interleaved(
-        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 0.0, min_rounds=4
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        seconds=0.0,
+        block_s=0.0,  # a block is one call
+        settle_s=0.0,
+        min_rounds=4,
     )
-    # One warm-up each (with no time to spend, every call counts as slow), then the rounds.
-    assert calls == ["a", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a"]
+    # One warm-up each (every call counts as slow), then the rounds in rotating order.
+    assert calls[:2] == ["a", "b"]
+    assert calls[2:] == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert stats["a"]["runs"] == stats["b"]["runs"] == 4
+
+
+def test_calls_in_the_settling_time_of_a_block_are_not_counted():
+    def sleeper():
+        time.sleep(0.01)
+
+    kept = timing._block(sleeper, block_s=0.1, settle_s=0.05)
+    assert 3 <= len(kept) <= 6 and all(t >= 0.01 for t in kept)
+    assert len(timing._block(lambda: time.sleep(0.03), block_s=0.01, settle_s=0.01)) == 1
 
 
 def test_table_reports_ratios_failures_and_geomean():
