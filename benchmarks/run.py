@@ -44,9 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(models.MODELS), help="comma-separated")
     parser.add_argument("--tune-minutes", type=float, default=20.0, help="0: no tuning")
-    parser.add_argument(
-        "--tune-trials", type=int, default=2000, help="trial cap (the time box ends tuning first)"
-    )
+    parser.add_argument("--tune-trials", type=int, help="trial cap (default: the time box only)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--seconds", type=float, default=20.0, help="timing per model")
     parser.add_argument("--target", default="x86")
@@ -57,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = [m for m in args.models if m not in models.MODELS]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(models.MODELS)}")
-    if args.threads < 1 or args.tune_minutes < 0 or args.tune_trials < 1:
+    if args.threads < 1 or args.tune_minutes < 0 or (args.tune_trials or 1) < 1:
         parser.error("--threads and --tune-trials must be at least 1, --tune-minutes >= 0")
     return args
 
@@ -67,10 +65,11 @@ def tune_command(path: Path, db: Path, args: argparse.Namespace) -> tuple[list[s
     cli = [sys.executable, "-m", "compiler.cli", "tune"]
     help_text = subprocess.run([*cli, "--help"], capture_output=True, text=True, cwd=ROOT).stdout
     cmd = [*cli, str(path), "--db", str(db), "--json", "--target", args.target]
-    cmd += ["--trials", str(args.tune_trials)]
     timed = re.search(r"--time(?![-\w])", help_text) is not None  # not --time-passes
     if timed:
         cmd += ["--time", f"{round(args.tune_minutes * 60)}s"]
+    if args.tune_trials or not timed:  # without --time: a cap high enough for the time box
+        cmd += ["--trials", str(args.tune_trials or 5000)]
     if re.search(r"--threads(?![-\w])", help_text):
         cmd += ["--threads", str(args.threads)]
     return cmd, timed
@@ -101,13 +100,18 @@ def tune(path: Path, args: argparse.Namespace) -> dict:
             os.killpg(proc.pid, signal.SIGKILL)
             stdout, _ = proc.communicate()
     minutes = (time.perf_counter() - t0) / 60
+    summary = {}
     if proc.returncode == 0:
-        trials = json.loads(stdout.decode()).get("trials")
+        summary = json.loads(stdout)
+        trials = summary.get("trials")
     elif proc.returncode in (-signal.SIGINT, 130, -signal.SIGKILL):
         trials = _records(db) - before  # interrupted: count the measurements it stored
     else:
         raise RuntimeError(f"mlc tune failed (exit {proc.returncode})")
-    return {"tune_minutes": minutes, "trials": trials, "db": str(db)}
+    keep = ("records", "est_model_ms", "out_of_time", "tuned_now", "tasks")
+    return {"tune_minutes": minutes, "trials": trials, "db": str(db)} | {
+        k: summary[k] for k in keep if k in summary
+    }
 
 
 def _records(db: Path) -> int:
