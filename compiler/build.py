@@ -116,7 +116,7 @@ def build(imported: ImportedModel, target: ResolvedTarget, options: CompileOptio
         database = contextlib.nullcontext()
         if options.db:
             from .schedules.cost import TuningCoverage
-            from .schedules.tuning import apply_database
+            from .schedules.records import apply_database
 
             with tvm_target:  # the pass takes the target from the context it is made in
                 apply, database, info = apply_database(options.db, target)

@@ -1,4 +1,5 @@
-"""Autotuning with MetaSchedule and its XGBoost cost model: the one module that imports them.
+"""Autotuning with MetaSchedule and its XGBoost cost model. MetaSchedule is imported lazily,
+here and in _ms_support.py (its plumbing, which records.py also uses to apply records).
 
 `tune` tunes the fused kernels that `mlc compile` produces, one task at a time, largest
 estimated share of the runtime first (cost.py). The budget, in trials and/or seconds, is split
@@ -19,8 +20,9 @@ import time
 
 from ..errors import BuildError, UsageError
 from ..targets import ResolvedTarget
-from ..tuning_db import DatabaseKey, LogContents, TuningLog, open_log, open_logs
+from ..tuning_db import LogContents, TuningLog, open_log
 from .cost import MIN_SHARE, kernel_seconds
+from .records import database_key, measuring_threads
 from .tuning_plan import (
     Progress,
     TaskState,
@@ -36,26 +38,6 @@ TIME_ONLY_TRIALS = 20_000  # the trial budget when only a time limit is given
 _TRIALS_PER_BATCH = 16  # a batch is appended at once: a kill loses at most this many
 _BUILD_TIMEOUT_S = 60.0
 _TOP_K = 32  # records per workload loaded to warm-start the search
-
-
-def measuring_threads(threads: int | None) -> int:
-    """--threads, else TVM_NUM_THREADS, else the physical cores this process may use."""
-    from ..runtime.loader import physical_cores
-
-    if threads is not None:
-        return threads
-    env = os.environ.get("TVM_NUM_THREADS", "")
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise UsageError(f"TVM_NUM_THREADS must be a positive integer, got {env!r}")
-        return int(env)
-    return physical_cores()
-
-
-def database_key(target: ResolvedTarget, threads: int) -> DatabaseKey:
-    import tvm
-
-    return DatabaseKey(target.preset.name, target.target, tvm.__version__, threads)
 
 
 def tune(mod, target: ResolvedTarget, options, settings: TuneSettings, progress: Progress | None):
@@ -286,42 +268,6 @@ def _quiet_logger() -> logging.Logger:
     logger = logging.getLogger("mlc.metaschedule")
     logger.setLevel(logging.ERROR)
     return logger
-
-
-def apply_database(db: str | os.PathLike, target: ResolvedTarget):
-    """(pass, database, info): the pass schedules every kernel the database has a record for,
-    and must run inside the database's context; info says which records were used."""
-    from tvm import relax
-
-    from ._ms_support import memory_database
-
-    log = _log_for_compile(db, target)
-    contents = log.read()
-    info = {
-        "db": str(db),
-        "key": log.path.name,
-        "threads": log.key.threads,
-        "runtime_threads": measuring_threads(None),
-        "sha256": contents.sha256,
-    }
-    return relax.transform.MetaScheduleApplyDatabase(), memory_database(contents, 1), info
-
-
-def _log_for_compile(db, target: ResolvedTarget) -> TuningLog:
-    """The key for this target and TVM version; of several (tuned with different threads), the
-    one for the threads the bundle runs with by default, else the one with most records."""
-    wanted = database_key(target, measuring_threads(None))
-    logs = [log for log in open_logs(db) if log.key.matches(wanted)]
-    if not logs:
-        raise UsageError(
-            f"tuning database {str(db)!r} has no records for target {target.preset.name!r} "
-            "on this machine and TVM version",
-            hint=f"run `mlc tune MODEL --target {target.preset.name} --db {db}` first",
-        )
-    for log in logs:
-        if log.key.threads == wanted.threads:
-            return log
-    return max(logs, key=lambda log: len(log.read().records))
 
 
 def _check_tunable(target: ResolvedTarget) -> None:
