@@ -249,13 +249,16 @@ class _Session:
         first = [True]
 
         def on_batch(scheduler, task_id, candidates, builds, runs, state):
-            entries, times = batch_entries(task, self.target, candidates, builds, runs, first[0])
-            first[0] = False
-            self.log.append(entries)  # durable before anything else happens
-            task.trials += len(candidates)
-            if times:
-                task.best_s = min([*times, *([task.best_s] if task.best_s else [])])
-            report(task)
+            if candidates:  # (an exhausted search space yields empty batches)
+                entries, times = batch_entries(
+                    task, self.target, candidates, builds, runs, first[0]
+                )
+                first[0] = False
+                self.log.append(entries)  # durable before anything else happens
+                task.trials += len(candidates)
+                if times:
+                    task.best_s = min([*times, *([task.best_s] if task.best_s else [])])
+                report(task)
             # (At its goal the scheduler ends the task itself; ending it twice is an error.)
             if (self.stop or time.monotonic() >= deadline) and task.trials < goal:
                 state["out_of_time"] = True
