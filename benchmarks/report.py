@@ -35,6 +35,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cores": len(os.sched_getaffinity(0)),
+        "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine
         "os": f"{platform.system()} {platform.release()}",
         "versions": versions,
     }
@@ -133,7 +134,8 @@ def write(results: list[dict[str, Any]], settings: dict[str, Any], md: Path, js:
         f"Command: `{command}`  \n"
         f"Date: {when}  \n"
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['os']}; "
-        f"{settings['threads']} threads for both onnxruntime and mlc  \n"
+        f"{settings['threads']} threads for both onnxruntime and mlc; load average "
+        f"{settings.get('load_before', '?')} before, {info['load_average_1min']} after  \n"
         f"Versions: mlc {v['mlc']}, apache-tvm {v['apache-tvm']}, onnxruntime "
         f"{v['onnxruntime']}, onnx {v['onnx']}, numpy {v['numpy']}, Python {v['python']}; "
         f"commit {v['commit']}\n\n"

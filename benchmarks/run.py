@@ -213,11 +213,13 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     # TVM sizes its thread pool from this when its runtime starts: set it before any import.
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    load_before = round(os.getloadavg()[0], 2)
     results = []
     for name in args.models:
         results.append(bench_model(name, args))
         gc.collect()  # drop the previous model's sessions and bundles before the next
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings["load_before"] = load_before
     text = report.write(results, settings, args.results, OUT / "results.json")
     print(text)
     say(f"wrote {args.results} and {OUT / 'results.json'}")
