@@ -121,6 +121,17 @@ def _geomean(results: list[dict[str, Any]], kind: str) -> str:
     return _ratio(geomean(ratios)) if len(ratios) == len(results) else "—"
 
 
+def _busy_warning(settings: dict[str, Any], info: dict[str, Any]) -> str:
+    load = max(settings.get("load_before") or 0.0, info["load_average_1min"])
+    if settings["threads"] < 2 or load <= info["cores"] / 2:
+        return ""
+    return (
+        f"\n**The machine was busy** (load average {load} on {info['cores']} cores). Under "
+        "contention onnxruntime's thread pool slows down more than TVM's, so ratios with "
+        f"{settings['threads']} threads flatter mlc; rerun with `--threads 1` to compare.\n"
+    )
+
+
 def write(results: list[dict[str, Any]], settings: dict[str, Any], md: Path, js: Path) -> str:
     """Write the markdown report and the JSON results; returns the table."""
     info = machine()
@@ -140,7 +151,7 @@ def write(results: list[dict[str, Any]], settings: dict[str, Any], md: Path, js:
         f"{v['onnxruntime']}, onnx {v['onnx']}, numpy {v['numpy']}, Python {v['python']}; "
         f"commit {v['commit']}\n\n"
         "Batch 1, fp32, random weights (benchmarks/models.py). Latencies are medians.\n\n"
-        f"{text}\n"
+        f"{text}\n{_busy_warning(settings, info)}"
     )
     js.parent.mkdir(parents=True, exist_ok=True)
     payload = {"date": when, "command": command, "machine": info, "settings": settings}
