@@ -116,6 +116,32 @@ def batch_entries(task, target, candidates, builds, runs, with_workload: bool):
     return entries, times
 
 
+def baseline_entries(task, target, builder, runner, with_workload: bool):
+    """Log lines for the kernel under mlc's default schedule, measured like a candidate.
+    Recorded first, it is what the tuned records must beat: a compile picks the fastest record,
+    so tuning never makes a kernel slower than the untuned bundle had it."""
+    from .default import default_schedule
+
+    mod = task.extracted.dispatched[0]
+    sch = default_schedule(mod["main"], target)
+    if sch is None:
+        return []
+    args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target)])[0]
+    if built.error_msg:
+        ran = ms.runner.RunnerResult(None, built.error_msg)
+    else:
+        device = "cpu" if target.kind.name == "llvm" else target.kind.name
+        runner_input = ms.runner.RunnerInput(built.artifact_path, device, args_info)
+        ran = runner.run([runner_input])[0].result()
+    candidate = ms.MeasureCandidate(sch, args_info)
+    entries, _ = batch_entries(task, target, [candidate], [built], [ran], with_workload)
+    for entry in entries:
+        if entry["kind"] == "record":
+            entry["baseline"] = True
+    return entries
+
+
 def memory_database(contents: LogContents, top_k: int):
     """MetaSchedule's in-memory database holding the `top_k` fastest records per workload."""
     database = ms.database.MemoryDatabase()

@@ -25,3 +25,13 @@ def default_schedules(target: tvm.target.Target) -> tvm.transform.Pass:
             gpu.Matmul(), gpu.GEMV(), gpu.Reduction(), gpu.GeneralReduction(), gpu.Fallback()
         )
     raise ValueError(f"no default schedules for target kind {target.kind.name!r}")
+
+
+def default_schedule(func, target: tvm.target.Target):
+    """The traced schedule the default rules give the kernel `func`, or None where no rule
+    applies: the tuner measures it as every kernel's baseline record."""
+    for rule in default_schedules(target).rules:
+        sch = rule.apply(func, target, False)
+        if sch is not None:
+            return sch[0] if isinstance(sch, list) else sch
+    return None

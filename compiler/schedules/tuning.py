@@ -202,7 +202,8 @@ class _Session:
         from ._ms_support import Recorder
 
         wanted, before = goal - task.trials, task.trials
-        recorder = Recorder(self._on_batch(task, goal, deadline, on_batch))
+        first_batch = self._baseline(task)
+        recorder = Recorder(self._on_batch(task, goal, deadline, on_batch, first_batch))
         context = ms.TuneContext(
             mod=task.extracted.dispatched[0],
             target=self.target,
@@ -243,10 +244,33 @@ class _Session:
         self.log.append([{**note, "exhausted": exhausted}])
         return task.trials - before
 
-    def _on_batch(self, task: TaskState, goal: int, deadline: float, report):
+    def _baseline(self, task: TaskState) -> bool:
+        """Measure the default schedule once per kernel (see baseline_entries); returns
+        whether the first tuned batch must still write the workload line."""
+        from tvm.s_tir import meta_schedule as ms
+
+        from ._ms_support import baseline_entries
+
+        if task.trials or task.baseline_done:
+            return True
+        entries = baseline_entries(task, self.target, self.builder, self.runner, True)
+        task.baseline_done = True
+        if not entries:
+            return True
+        self.log.append(entries)
+        record = entries[-1]
+        if record.get("mean_s") is not None:
+            task.best_s = min(record["mean_s"], task.best_s or record["mean_s"])
+            workload = self.database.commit_workload(task.extracted.dispatched[0])
+            self.database.commit_tuning_record(
+                ms.database.TuningRecord.from_json(record["record"], workload)
+            )
+        return False
+
+    def _on_batch(self, task: TaskState, goal: int, deadline: float, report, first_batch=True):
         from ._ms_support import batch_entries
 
-        first = [True]
+        first = [first_batch]
 
         def on_batch(scheduler, task_id, candidates, builds, runs, state):
             if candidates:  # (an exhausted search space yields empty batches)

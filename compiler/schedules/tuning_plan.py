@@ -31,6 +31,7 @@ class TaskState:
     best_s: float | None = None
     status: str = "pending"  # pending, cheap, tuned, already tuned, exhausted, out of time
     extracted: object = field(default=None, repr=False)
+    baseline_done: bool = False  # the default schedule was measured in this run
 
 
 @dataclass(frozen=True)
