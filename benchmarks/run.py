@@ -6,7 +6,8 @@ For each model (built by benchmarks/models.py into build/bench-models/ if missin
 it with default schedules (build/bench/<model>-untuned), tune it for --tune-minutes into
 build/bench/tune-db and compile with those records (build/bench/<model>-tuned), then time
 onnxruntime and both bundles in alternating rounds and compare their outputs. Writes
-benchmarks/RESULTS.md and build/bench/results.json; progress goes to stderr.
+benchmarks/RESULTS.md and build/bench/results.json (--out moves build/bench); progress goes to
+stderr.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ import models  # noqa: E402
 import report  # noqa: E402
 import timing  # noqa: E402
 
-OUT = ROOT / "build" / "bench"
-
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -50,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--target", default="x86")
     parser.add_argument("--profile", action="store_true", help="per-kernel times on stderr")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "build" / "bench", help="bundles, tune-db, results.json"
+    )
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.models if m not in models.MODELS]
@@ -81,7 +83,7 @@ def tune(path: Path, args: argparse.Namespace) -> dict:
     With `--time` (where mlc tune has it) tuning ends itself; otherwise the trial cap applies
     and the run is interrupted at the time box: the database keeps every measured batch.
     """
-    db = OUT / "tune-db"
+    db = args.out / "tune-db"
     cmd, timed = tune_command(path, db, args)
     say(f"  tuning for {args.tune_minutes:g} min: mlc {' '.join(cmd[3:])}")
     before = _records(db)
@@ -140,7 +142,8 @@ class Case:
         options = CompileOptions(target=args.target, db=db)
         t0 = time.perf_counter()
         try:
-            result = compile_model(self.path, OUT / f"{self.name}-{kind}", options, force=True)
+            bundle = args.out / f"{self.name}-{kind}"
+            result = compile_model(self.path, bundle, options, force=True)
         except MlcError as exc:
             say(f"  {kind}: compile failed: {exc}")
             return {"error": str(exc).splitlines()[0]}
@@ -220,9 +223,9 @@ def main(argv=None) -> None:
         gc.collect()  # drop the previous model's sessions and bundles before the next
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     settings["load_before"] = load_before
-    text = report.write(results, settings, args.results, OUT / "results.json")
+    text = report.write(results, settings, args.results, args.out / "results.json")
     print(text)
-    say(f"wrote {args.results} and {OUT / 'results.json'}")
+    say(f"wrote {args.results} and {args.out / 'results.json'}")
 
 
 if __name__ == "__main__":
