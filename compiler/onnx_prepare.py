@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import ModelError, UsageError
 
 # Upgrade models below this opset with onnx's version converter: TVM's converters are written
 # against the newer operator definitions (e.g. Resize, Upsample, Pad, Slice take inputs).
@@ -61,8 +61,39 @@ def _load_npy(name: str, path: str | Path) -> np.ndarray:
 
 def prepare(model):
     """The rewrites every model gets before import (after --bind and shape pinning)."""
+    from .onnx_fold import fold_constants
+
+    _check_io_types(model.graph)
     _normalise_constants(model.graph)
+    fold_constants(model)
     return model
+
+
+# numpy has no DLPack export for these (ml_dtypes), so no loader can pass them in or out.
+_UNSUPPORTED_IO = {"string", "bfloat16", "float8", "int4", "uint4", "int2", "uint2", "float4"}
+
+
+def _check_io_types(graph) -> None:
+    """Inputs and outputs must be tensors of a dtype the loader can exchange with numpy."""
+    from onnx import TensorProto
+
+    weights = {t.name for t in graph.initializer}
+    for kind, values in (("input", graph.input), ("output", graph.output)):
+        for value in values:
+            if value.name in weights:
+                continue
+            which = value.type.WhichOneof("value")
+            if which != "tensor_type":
+                raise ModelError(
+                    f"{kind} {value.name!r} is a {which.replace('_type', '')}: only tensor "
+                    f"{kind}s are supported"
+                )
+            name = TensorProto.DataType.Name(value.type.tensor_type.elem_type).lower()
+            if any(name.startswith(bad) for bad in _UNSUPPORTED_IO):
+                raise ModelError(
+                    f"{kind} {value.name!r} has dtype {name}: {name} {kind}s are not supported "
+                    "(numpy cannot hand them to the runtime)"
+                )
 
 
 _CONSTANT_ATTRS = {  # Constant's attribute -> (numpy dtype, is a list)

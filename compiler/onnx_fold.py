@@ -1,0 +1,189 @@
+"""Constant folding on the ONNX graph, before the Relax import.
+
+Shapes of static-shaped tensors (`Shape`, `Size`) and every node whose inputs are all
+constants become initializers, computed by onnx's reference implementation. That turns shape
+arithmetic (Shape → Gather → Concat → Reshape) and axes computed from constants into the
+constant inputs TVM's converters need ("cannot handle ShapeExpr inputs", "Only constant axes").
+Only the top-level graph is folded; results are capped in size so weights are not duplicated.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+MAX_FOLDED_ELEMENTS = 1 << 16
+MAX_ROUNDS = 8
+_NEVER_FOLD = {
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+    "If",
+    "Loop",
+    "Scan",
+    "SequenceConstruct",
+    "SequenceEmpty",
+    "SequenceInsert",
+    "SequenceErase",
+    "SplitToSequence",
+    "Optional",
+}
+
+
+def fold_constants(model):
+    """Fold in rounds (shape inference between them) until nothing changes; in place."""
+    for _ in range(MAX_ROUNDS):
+        shapes = _static_shapes(model)
+        if not _fold_round(model, shapes):
+            break
+    _remove_dead_nodes(model.graph)
+    return model
+
+
+def _fold_round(model, shapes: dict[str, tuple[int, ...]]) -> bool:
+    from onnx import numpy_helper
+
+    graph = model.graph
+    consts = {t.name: t for t in graph.initializer}
+    inputs = {v.name for v in graph.input} - set(consts)
+    opsets = {o.domain: o.version for o in model.opset_import}
+    kept, changed = [], False
+    for node in graph.node:
+        values = _fold_node(node, consts, inputs, shapes, opsets)
+        if values is None:
+            kept.append(node)
+            continue
+        for name, array in zip(node.output, values):
+            if name:
+                tensor = numpy_helper.from_array(np.asarray(array), name)
+                graph.initializer.append(tensor)
+                consts[name] = tensor
+        changed = True
+    if changed:
+        del graph.node[:]
+        graph.node.extend(kept)
+    return changed
+
+
+def _fold_node(node, consts, inputs, shapes, opsets) -> list | None:
+    if node.domain not in ("", "ai.onnx") or node.op_type in _NEVER_FOLD:
+        return None
+    if any(a.HasField("g") or a.graphs for a in node.attribute):
+        return None
+    if node.op_type in ("Shape", "Size") and node.input[0] not in consts:
+        shape = shapes.get(node.input[0])
+        if shape is None:
+            return None
+        return [_shape_value(node, shape)]
+    present = [i for i in node.input if i]
+    if not all(i in consts for i in present) or any(i in inputs for i in present):
+        return None
+    if node.op_type == "Constant":
+        return _constant_value(node)
+    if sum(_size(consts[i]) for i in present) > 4 * MAX_FOLDED_ELEMENTS:
+        return None
+    return _evaluate(node, consts, opsets)
+
+
+def _constant_value(node) -> list | None:
+    """A numeric Constant's value (the normalised `value` attribute), to become an initializer."""
+    from onnx import numpy_helper
+
+    attr = node.attribute[0] if len(node.attribute) == 1 else None
+    if attr is None or attr.name != "value":
+        return None
+    array = numpy_helper.to_array(attr.t)
+    return None if array.dtype.kind in "OSU" else [array]
+
+
+def _shape_value(node, shape: tuple[int, ...]) -> np.ndarray:
+    if node.op_type == "Size":
+        return np.array(int(np.prod(shape, dtype=np.int64)), dtype=np.int64)
+    attrs = {a.name: a.i for a in node.attribute}
+    start, end = attrs.get("start", 0), attrs.get("end", len(shape))
+    return np.array(shape[slice(start, end)], dtype=np.int64)
+
+
+def _evaluate(node, consts, opsets) -> list | None:
+    """Run one node with onnx's reference implementation; None if it cannot or the result
+    is too large to be worth a constant."""
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {i: numpy_helper.to_array(consts[i]) for i in node.input if i}
+    graph = helper.make_graph(
+        [node],
+        "fold",
+        [helper.make_tensor_value_info(i, consts[i].data_type, None) for i in feeds],
+        [helper.make_tensor_value_info(o, 0, None) for o in node.output if o],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()]
+    )
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            results = ReferenceEvaluator(model).run(None, feeds)
+    except Exception:  # the reference implementation lacks or rejects this node: keep it
+        return None
+    if any(not isinstance(r, np.ndarray) or r.size > MAX_FOLDED_ELEMENTS for r in results):
+        return None
+    if any(r.dtype == object for r in results):
+        return None
+    return results
+
+
+def _static_shapes(model) -> dict[str, tuple[int, ...]]:
+    """Fully static shapes of graph inputs and inferred intermediates."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # inference fails on some valid models: fold what needs no shapes
+        inferred = model
+    shapes = {}
+    graph = inferred.graph
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        ttype = value.type.tensor_type
+        if not ttype.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim]
+        if all(d is not None for d in dims):
+            shapes[value.name] = tuple(dims)
+    return shapes
+
+
+def _remove_dead_nodes(graph) -> None:
+    """Drop nodes none of whose outputs are used (folding leaves `Shape`'s producers so)."""
+    while True:
+        used = {o.name for o in graph.output}
+        for node in graph.node:
+            used.update(node.input)
+            for attr in node.attribute:
+                for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                    used.update(_outer_names(sub))
+        keep = [n for n in graph.node if any(o in used for o in n.output if o)]
+        if len(keep) == len(graph.node):
+            return
+        del graph.node[:]
+        graph.node.extend(keep)
+
+
+def _outer_names(graph) -> set[str]:
+    """Every name a subgraph reads (it may read outer-scope values implicitly)."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                names.update(_outer_names(sub))
+    names.update(o.name for o in graph.output)
+    return names
+
+
+def _size(tensor) -> int:
+    return int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
