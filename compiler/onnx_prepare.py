@@ -62,10 +62,13 @@ def _load_npy(name: str, path: str | Path) -> np.ndarray:
 def prepare(model):
     """The rewrites every model gets before import (after --bind and shape pinning)."""
     from .onnx_fold import fold_constants
+    from .onnx_loops import unroll_loops
 
     _check_io_types(model.graph)
     _normalise_constants(model.graph)
     fold_constants(model)
+    if unroll_loops(model):  # the copies of the body may fold further
+        fold_constants(model)
     return model
 
 
@@ -85,8 +88,8 @@ def _check_io_types(graph) -> None:
             which = value.type.WhichOneof("value")
             if which != "tensor_type":
                 raise ModelError(
-                    f"{kind} {value.name!r} is a {which.replace('_type', '')}: only tensor "
-                    f"{kind}s are supported"
+                    f"{kind} {value.name!r} is of type {which.replace('_type', '')}: "
+                    f"{which.replace('_type', '')} {kind}s are not supported (only tensors)"
                 )
             name = TensorProto.DataType.Name(value.type.tensor_type.elem_type).lower()
             if any(name.startswith(bad) for bad in _UNSUPPORTED_IO):

@@ -18,6 +18,7 @@ ATOL = 1e-3
 # shape, axes, sizes, counts or pads rather than data. The runner binds a test case's graph
 # inputs that feed one of these (and only those) when the plain compile fails.
 SHAPE_POSITIONS = {
+    "Loop": {0, 1},
     "Reshape": {1},
     "Expand": {1},
     "Tile": {1},
@@ -147,13 +148,14 @@ def main_op(case: Case, model) -> str:
 
 
 def bindable_inputs(model) -> list[str]:
-    """Graph inputs of integer type that feed a shape/axes position of some node."""
+    """Graph inputs of integer (or bool) type that feed a shape/axes/count position."""
     import onnx
 
     ints = {
         vi.name
         for vi in model.graph.input
-        if vi.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+        if vi.type.tensor_type.elem_type
+        in (onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL)
     }
     found = []
     for node in model.graph.node:

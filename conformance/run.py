@@ -26,10 +26,16 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"generating the ONNX node test cases into {args.data}")
         cases.generate(args.data)
     selected = cases.list_cases(args.data, args.filter)
+    if args.failed_in:  # iterate on what an earlier run failed
+        earlier = json.loads(args.failed_in.read_text())["cases"]
+        selected = [
+            c for c in selected if earlier.get(c.name, {}).get("mlc", {}).get("status") != "pass"
+        ]
     if not selected:
         _say(f"no case matches {args.filter!r}")
         return 2
-    out = args.out or (ROOT / "conformance" if not args.filter else ROOT / "build" / "conformance")
+    partial = args.filter or args.failed_in
+    out = args.out or (ROOT / "build" / "conformance" if partial else ROOT / "conformance")
     _preload()
     t0 = time.monotonic()
     ort = _onnxruntime_results(args, selected)
@@ -51,6 +57,7 @@ def _parse(argv):
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="test data cache dir")
     parser.add_argument("--out", type=Path, help="report dir (default: conformance/)")
     parser.add_argument("--filter", help="only cases whose name matches this glob")
+    parser.add_argument("--failed-in", type=Path, help="only cases not passed in this results.json")
     parser.add_argument("--jobs", type=int, default=1, help="cases run at once (at most 2)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per case")
     args = parser.parse_args(argv)

@@ -14,6 +14,8 @@ _REGISTRY: dict[str, tuple[tuple[str, ...], Any]] = {}
 ONNX_DOMAINS = ("", "ai.onnx")
 ML_DOMAIN = "ai.onnx.ml"
 _installed = False
+# Ops that never reach the importer: rewritten on the ONNX graph first (compiler/onnx_loops.py).
+REWRITTEN = {"Loop"}
 
 
 def register(op_type: str, domain: str = ""):
@@ -48,6 +50,8 @@ def install() -> None:
 def supports(op_type: str, domain: str) -> bool:
     """Can the importer (TVM's converters or ours) convert this node?"""
     install()
+    if op_type in REWRITTEN and domain in ONNX_DOMAINS:
+        return True
     if op_type in _REGISTRY:
         return domain in _REGISTRY[op_type][0]
     if domain not in ONNX_DOMAINS:
