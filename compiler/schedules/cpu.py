@@ -51,13 +51,16 @@ def _extent(sch: s_tir.Schedule, loop) -> int | None:
 
 
 def _fits(rule_apply):
-    """A schedule primitive that refuses the kernel means the rule does not apply."""
+    """Wrap a rule body `(self, sch, blocks, target)`: it sees the kernel normalised into
+    blocks, and a schedule primitive that refuses the kernel means the rule does not apply."""
 
-    def apply(self, func, target, tunable):
+    def apply(self, func, target, _tunable):
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
         try:
-            return rule_apply(self, func, target, tunable)
+            sch = s_tir.Schedule(func)
+            blocks = normalize_prim_func(sch)
+            return rule_apply(self, sch, blocks, target) if blocks else None
         except (s_tir.ScheduleError, RuntimeError, ValueError):
             return None
 
@@ -88,10 +91,8 @@ class Injective(CPUScheduleRule):
     """Kernels without reductions: fused into as few loop nests as inlining allows."""
 
     @_fits
-    def apply(self, func, target, _tunable):
-        sch = s_tir.Schedule(func)
-        blocks = normalize_prim_func(sch)
-        if not blocks or not all(b.is_injective() for b in blocks):
+    def apply(self, sch, blocks, target):
+        if not all(b.is_injective() for b in blocks):
             return None
         blocks = try_inline(sch, blocks)
         lanes = vector_lanes(target)
@@ -104,11 +105,7 @@ class TiledReduction(CPUScheduleRule):
     """One reduction (matmul, conv, pooling, ...) with injective producers and epilogue."""
 
     @_fits
-    def apply(self, func, target, _tunable):
-        sch = s_tir.Schedule(func)
-        blocks = normalize_prim_func(sch)
-        if not blocks:
-            return None
+    def apply(self, sch, blocks, target):
         reductions = [i for i, b in enumerate(blocks) if b.is_reduction()]
         if len(reductions) != 1 or not all(
             b.is_injective() for i, b in enumerate(blocks) if i != reductions[0]
@@ -287,11 +284,7 @@ class ParallelFallback(CPUScheduleRule):
     """Kernels no other rule took: each block's leading spatial loops run on all threads."""
 
     @_fits
-    def apply(self, func, target, _tunable):
-        sch = s_tir.Schedule(func)
-        blocks = normalize_prim_func(sch)
-        if not blocks:
-            return None
+    def apply(self, sch, blocks, _target):
         changed = False
         for block in blocks:
             leading = []
