@@ -190,6 +190,18 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _parse_bind_specs(_ctx, _param, specs: tuple[str, ...]) -> dict[str, str]:
+    bind: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"{spec!r} is not NAME=FILE.npy", param_hint="--bind")
+        if name in bind:
+            raise click.BadParameter(f"input {name!r} is bound twice", param_hint="--bind")
+        bind[name] = path
+    return bind
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlc")
 def main():
@@ -216,6 +228,14 @@ def main():
     metavar="NAME=VALUE|NAME=MIN..MAX",
     help="Pin a named symbolic dimension (batch=1), or keep it symbolic within a range "
     "(batch=1..64; the loader refuses other sizes). Repeatable.",
+)
+@click.option(
+    "--bind",
+    multiple=True,
+    callback=_parse_bind_specs,
+    metavar="NAME=FILE.npy",
+    help="Freeze input NAME to the array in FILE.npy: it becomes a constant of the model "
+    "(e.g. a shape or axes input) and the bundle no longer takes it. Repeatable.",
 )
 @click.option(
     "--precision",
@@ -252,6 +272,7 @@ def compile(
     target,
     input_shapes,
     dims,
+    bind,
     precision,
     db,
     db_strict,
@@ -270,6 +291,7 @@ def compile(
         input_shapes=input_shapes,
         dims={k: v for k, v in dims.items() if isinstance(v, int)},
         dim_ranges={k: v for k, v in dims.items() if isinstance(v, tuple)},
+        bind=bind,
         precision=precision,
         db=str(db) if db else None,
         db_strict=db_strict,

@@ -150,7 +150,7 @@ def check_convertible(report: ModelReport) -> None:
         raise ModelError(
             f"ONNX opset {opset} is not supported: mlc compiles ai.onnx opsets {MIN_OPSET} "
             f"to {latest}",
-            hint="upgrade the model with onnx.version_converter.convert_model(model, 17)",
+            hint="upgrade the model with onnx.version_converter.convert_version(model, 17)",
         )
     if report.unsupported:
         listing = "; ".join(

@@ -12,7 +12,7 @@ from .errors import ModelError, UsageError
 # Upgrade models below this opset with onnx's version converter: TVM's converters are written
 # against the newer operator definitions (e.g. Resize, Upsample, Pad, Slice take inputs).
 UPGRADE_BELOW = 11
-UPGRADE_TO = 13
+UPGRADE_TO = 11
 
 
 def bind_inputs(model, bind: dict[str, str | Path]):
@@ -65,11 +65,27 @@ def prepare(model):
     from .onnx_loops import unroll_loops
 
     _check_io_types(model.graph)
+    model = _upgrade_opset(model)
     _normalise_constants(model.graph)
     fold_constants(model)
     if unroll_loops(model):  # the copies of the body may fold further
         fold_constants(model)
     return model
+
+
+def _upgrade_opset(model):
+    """Models below opset 11 are converted with onnx's version converter (Upsample and the
+    attribute forms of Pad/Slice become the input forms TVM's converters handle); a model the
+    converter cannot convert is imported as it is."""
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset >= UPGRADE_BELOW:
+        return model
+    try:
+        return version_converter.convert_version(model, UPGRADE_TO)
+    except Exception:  # the converter has no adapter for some op: keep the original
+        return model
 
 
 # numpy has no DLPack export for these (ml_dtypes), so no loader can pass them in or out.

@@ -94,8 +94,9 @@ def list_cases(data_dir: Path, pattern: str | None = None) -> list[Case]:
 
     root = data_dir / "node"
     names = sorted(p.name for p in root.iterdir() if (p / "model.onnx").is_file())
-    if pattern:
-        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    if pattern:  # comma-separated globs
+        globs = pattern.split(",")
+        names = [n for n in names if any(fnmatch.fnmatch(n, g) for g in globs)]
     return [Case(n, root / n) for n in names]
 
 

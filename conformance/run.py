@@ -1,6 +1,6 @@
 """Run the ONNX backend node tests through onnxruntime and mlc; write REPORT.md + results.json.
 
-    .venv/bin/python -m conformance.run [--jobs 2] [--filter 'test_lstm*'] [--timeout 180]
+    .venv/bin/python -m conformance.run [--jobs 2] [--filter "test_lstm*,test_gru*"] [--timeout 180]
 
 The node test data is generated once into build/conformance-data (onnx ships the generator,
 not the data). onnxruntime's results are cached there per onnxruntime version.
@@ -56,7 +56,7 @@ def _parse(argv):
     parser = argparse.ArgumentParser(prog="conformance.run", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="test data cache dir")
     parser.add_argument("--out", type=Path, help="report dir (default: conformance/)")
-    parser.add_argument("--filter", help="only cases whose name matches this glob")
+    parser.add_argument("--filter", help="only cases matching these globs (comma-separated)")
     parser.add_argument("--failed-in", type=Path, help="only cases not passed in this results.json")
     parser.add_argument("--jobs", type=int, default=1, help="cases run at once (at most 2)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per case")

@@ -11,6 +11,7 @@ from . import ML_DOMAIN, register
 
 
 def _const(value, dtype: str) -> relax.Constant:
+    dtype = str(dtype)
     return relax.const(np.asarray(value).astype(dtype), dtype)
 
 

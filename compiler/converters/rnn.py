@@ -80,7 +80,10 @@ class _Recurrent(OnnxOpConverter):
         outputs_y, outputs_state = [], [[] for _ in range(cls.state_count())]
         for d in range(dirs):
             reverse = direction == "reverse" or d == 1
-            state0 = [_init(inputs[5 + i], d, batch, hidden, x) for i in range(cls.state_count())]
+            state0 = [
+                bb.normalize(_init(inputs[5 + i], d, batch, hidden, x))
+                for i in range(cls.state_count())
+            ]
             ys, final = cls._run_direction(
                 bb,
                 x,
@@ -140,7 +143,7 @@ class _Recurrent(OnnxOpConverter):
         order = range(steps - 1, -1, -1) if reverse else range(steps)
         extra = cls._extra(bb, inputs, attr, d, hidden)
         for t in order:
-            xt = op.squeeze(op.strided_slice(xw, [0], [t], [t + 1]), [0])
+            xt = bb.normalize(op.squeeze(op.strided_slice(xw, [0], [t], [t + 1]), [0]))
             new = cls._step(bb, xt, state, rt, rb, acts, attr, hidden, g, extra)
             if seq_lens is not None:
                 live = op.less(relax.const(t, seq_lens.ty.dtype), seq_lens)
@@ -211,7 +214,7 @@ class GRU(_Recurrent):
             hh = op.matmul(op.multiply(rgate, h), rh)
             pre = op.add(xh, op.add(hh, rbh) if rbh is not None else hh)
         cand = bb.emit(gact(_clip(pre, attr)))
-        one = relax.const(1.0, h.ty.dtype if hasattr(h, "ty") else "float32")
+        one = relax.const(1.0, h.ty.dtype)
         return [bb.emit(op.add(op.multiply(op.subtract(one, z), cand), op.multiply(z, h)))]
 
 
@@ -246,7 +249,7 @@ class LSTM(_Recurrent):
         i_gate = bb.emit(f(_clip(pre[0], attr)))
         f_gate = bb.emit(f(_clip(pre[2], attr)))
         if attr.get("input_forget", 0):
-            one = relax.const(1.0, xt.ty.dtype if hasattr(xt, "ty") else "float32")
+            one = relax.const(1.0, xt.ty.dtype)
             f_gate = bb.emit(op.subtract(one, i_gate))
         cand = bb.emit(gact(_clip(pre[3], attr)))
         c_new = bb.emit(op.add(op.multiply(f_gate, c), op.multiply(i_gate, cand)))
