@@ -118,7 +118,7 @@ def test_old_opset(tmp_path):
     latest = onnx.defs.onnx_opset_version()
     assert _error(r) == [
         f"error: ONNX opset 5 is not supported: mlc compiles ai.onnx opsets 7 to {latest}",
-        "hint: upgrade the model with onnx.version_converter.convert_model(model, 17)",
+        "hint: upgrade the model with onnx.version_converter.convert_version(model, 17)",
     ]
 
 
