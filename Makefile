@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mlc-installed
 
-.PHONY: setup setup-cross example test test-fast bench bench-quick lint clean
+.PHONY: setup setup-cross example test test-fast bench bench-quick conformance lint clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ test-fast: setup
 # The five benchmark models against onnxruntime: untuned, then tuned for TUNE_MINUTES each
 # (about 2 hours in all at the default). Writes benchmarks/RESULTS.md and build/bench/results.json.
 TUNE_MINUTES ?= 20
+# The ONNX backend node tests (generated into build/conformance-data) through onnxruntime and
+# mlc, each case in its own process: writes conformance/REPORT.md and conformance/results.json.
+conformance: setup
+	$(BIN)/python -m conformance.run --jobs 2
+
 bench: setup
 	$(BIN)/python benchmarks/loader_overhead.py
 	$(BIN)/python benchmarks/run.py --tune-minutes $(TUNE_MINUTES)
