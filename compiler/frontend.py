@@ -237,8 +237,10 @@ def import_model(model) -> ImportedModel:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mod = from_onnx(model, keep_params_in_input=False)
-    except _OUR_BUGS:
-        raise
+    except _OUR_BUGS as exc:
+        if not _raised_in_tvm_importer(exc):
+            raise
+        _raise_import_error(exc, report)
     except Exception as exc:  # the importer raises anything from ValueError to TVMError
         _raise_import_error(exc, report)
     outputs = _output_infos(mod["main"], report.outputs)
@@ -258,10 +260,20 @@ def symbolic_dims_error(stage: str, exc: Exception, dims: dict[str, tuple[str, .
     )
 
 
+def _raised_in_tvm_importer(exc: BaseException) -> bool:
+    """TVM's converters raise AttributeError where they meet a run-time value in a place they
+    need a constant (e.g. Pad's constant_value): that is a limit of the importer, not our bug."""
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return "/tvm/relax/frontend/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
+
+
 def _raise_import_error(exc: Exception, report: ModelReport):
     if report.dynamic_dims:
         raise symbolic_dims_error("imported", exc, report.dynamic_dims) from None
-    raise ModelError(f"the ONNX importer failed: {_first_line(exc)}") from None
+    what = f"{type(exc).__name__}: " if isinstance(exc, _OUR_BUGS) else ""
+    raise ModelError(f"the ONNX importer failed: {what}{_first_line(exc)}") from None
 
 
 def _output_infos(func, onnx_outputs: tuple[TensorInfo, ...]) -> tuple[TensorInfo, ...]:
