@@ -98,7 +98,11 @@ def _run(selected, which: str, args, log: Path | None = None) -> dict[str, dict]
     results: dict[str, dict] = {}
     t0 = time.monotonic()
 
+    by_name = {c.name: c for c in selected}
+
     def on_result(key: str, result: dict) -> None:
+        if which == "mlc" and "op" not in result:  # the child died before it could say
+            result["op"] = _main_op(by_name[key])
         results[key] = result
         if log:  # a run that dies part-way keeps what it measured
             with log.open("a") as f:
@@ -113,6 +117,14 @@ def _run(selected, which: str, args, log: Path | None = None) -> dict[str, dict]
 
     run_forked(((c.name, c) for c in selected), work, args.jobs, args.timeout, on_result)
     return results
+
+
+def _main_op(case) -> str:
+    import onnx
+
+    from .cases import main_op
+
+    return main_op(case, onnx.load(str(case.model_path), load_external_data=False))
 
 
 def _meta(args, seconds: float) -> dict:
