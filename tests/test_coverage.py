@@ -257,11 +257,6 @@ def test_topk(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="mlc's default CPU schedules break NMS's kernel (TVM: 'Buffer T_gather is used before "
-    "its definition'); TVM's own pipeline compiles it",
-)
 def test_non_max_suppression(tmp_path):
     node = helper.make_node(
         "NonMaxSuppression", ["boxes", "scores", "max_out", "iou", "score_min"], ["sel"]

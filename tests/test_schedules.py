@@ -167,3 +167,37 @@ def test_symbolic_batch_keeps_the_register_tile():
     got = tvm.runtime.tensor(np.zeros((3, 40, 48), "float32"), dev)
     lib["main"](tvm.runtime.tensor(a, dev), tvm.runtime.tensor(b, dev), got)
     np.testing.assert_allclose(got.numpy(), a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_kernels_with_extern_calls_are_left_to_the_fallback(tmp_path):
+    """NonMaxSuppression's kernel mixes loops with opaque sort calls: the fusing rules must not
+    inline around them (that once produced 'Buffer T_gather is used before its definition')."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from compiler.api import compile_model, load_bundle
+    from compiler.options import CompileOptions
+    from compiler.reference import run_reference
+
+    node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "k", "iou", "min"], ["sel"])
+    consts = {"k": np.array([2], np.int64), "iou": np.float32([0.5]), "min": np.float32([0])}
+    graph = helper.make_graph(
+        [node],
+        "nms",
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 5, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 5]),
+        ],
+        [helper.make_tensor_value_info("sel", TensorProto.INT64, [None, 3])],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
+    path = tmp_path / "nms.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), path)
+    boxes = np.float32(
+        [[[0, 0, 1, 1], [0, 0.1, 1, 1.1], [0, 5, 1, 6], [0, 5.1, 1, 6], [3, 3, 4, 4]]]
+    )
+    scores = np.float32([[[0.9, 0.8, 0.7, 0.95, 0.2]]])
+    bundle = compile_model(path, tmp_path / "b", CompileOptions()).bundle
+    got = load_bundle(bundle)(boxes=boxes, scores=scores)["sel"]
+    expected = run_reference(path, {"boxes": boxes, "scores": scores})["sel"]
+    np.testing.assert_array_equal(got, expected)

@@ -67,6 +67,12 @@ def _fits(rule_apply):
     return apply
 
 
+def _spatial(block) -> bool:
+    """A block with only spatial loops. (dlight's is_injective() also holds for opaque blocks
+    with no loops at all, such as an extern sort call; inlining around those breaks them.)"""
+    return bool(block.iters) and block.is_injective()
+
+
 def schedule_injective(sch: s_tir.Schedule, block, lanes: int) -> None:
     """Vectorise the innermost loop of `block` where it splits evenly; the rest run parallel."""
     loops = sch.get_loops(block)
@@ -92,7 +98,7 @@ class Injective(CPUScheduleRule):
 
     @_fits
     def apply(self, sch, blocks, target):
-        if not all(b.is_injective() for b in blocks):
+        if not all(_spatial(b) for b in blocks):
             return None
         blocks = try_inline(sch, blocks)
         lanes = vector_lanes(target)
@@ -108,7 +114,7 @@ class TiledReduction(CPUScheduleRule):
     def apply(self, sch, blocks, target):
         reductions = [i for i, b in enumerate(blocks) if b.is_reduction()]
         if len(reductions) != 1 or not all(
-            b.is_injective() for i, b in enumerate(blocks) if i != reductions[0]
+            _spatial(b) for i, b in enumerate(blocks) if i != reductions[0]
         ):
             return None
         main = blocks[reductions[0]]
