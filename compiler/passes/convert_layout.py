@@ -19,7 +19,27 @@ class ConvertLayout:
         self.layouts = _CPU_LAYOUTS if target.kind.name == "llvm" else {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        if not self.layouts:
+        if not self.layouts or not _calls_any(mod, self.layouts):
             return mod
-        mod = relax.transform.ConvertLayout(self.layouts)(mod)
-        return relax.transform.FoldConstant()(mod)
+        try:
+            converted = relax.transform.ConvertLayout(self.layouts)(mod)
+        except tvm.error.TVMError:
+            # TVM's layout inference lacks rules for some operators (relax.op.stack, say):
+            # the layout is an optimisation, so such a model keeps the layout it came with.
+            return mod
+        return relax.transform.FoldConstant()(converted)
+
+
+def _calls_any(mod: tvm.IRModule, op_names) -> bool:
+    """Does any function of `mod` call one of the operators `op_names`?"""
+    found = []
+
+    def visit(node):
+        if isinstance(node, relax.Call) and isinstance(node.op, tvm.ir.Op):
+            if node.op.name in op_names:
+                found.append(node)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return bool(found)
