@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import subprocess
 import sys
 import time
@@ -44,18 +43,24 @@ def test_100mb_model_compiles_and_loads_quickly(tmp_path):
     import onnx
 
     onnx.save(models.big_mlp(100), tmp_path / "big.onnx")
+    # The compiling process reports its own peak (RUSAGE_CHILDREN would be the largest of every
+    # child this test process ever waited for, forked test workers included).
     code = (
-        "from compiler.api import compile_model; from compiler.options import CompileOptions; "
-        f"compile_model({str(tmp_path / 'big.onnx')!r}, {str(tmp_path / 'out')!r}, CompileOptions())"
+        "import resource; from compiler.api import compile_model; "
+        "from compiler.options import CompileOptions; "
+        f"compile_model({str(tmp_path / 'big.onnx')!r}, {str(tmp_path / 'out')!r}, CompileOptions()); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True, text=True
+    )
     compile_s = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mb = int(done.stdout.split()[-1]) / 1024
     assert (tmp_path / "out" / "weights.bin").stat().st_size >= 100 * 2**20 * 0.99
     assert (tmp_path / "out" / "model.so").stat().st_size < 2**20  # weights are not in the .so
     assert compile_s < 120, compile_s  # about 5 s here: this catches pathologies, not noise
-    assert peak_mb < 1500, peak_mb  # about 520 MB here (TVM alone is about 250 MB)
+    assert peak_mb < 1500, peak_mb  # about 700 MB here (TVM alone is about 250 MB)
     t0 = time.perf_counter()
     model = load_bundle(tmp_path / "out")
     assert time.perf_counter() - t0 < 10
