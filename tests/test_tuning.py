@@ -233,8 +233,15 @@ def test_cross_target_tuning_is_refused(model_dir, tmp_path):
 
 def _tune_process(model, db, *args) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "compiler.cli", "tune", str(model), "--db", str(db), *args]
+    # As from a terminal: a test run started in the background (`make test &`) inherits an
+    # ignored SIGINT, and mlc rightly leaves an ignored Ctrl-C alone.
     return subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
