@@ -394,3 +394,14 @@ def test_conformance_comparison_rules():
     )
     assert compare(np.zeros((2, 1)), np.zeros(2)) == "shape (2, 1), expected (2,)"
     assert compare([np.ones(2)], [np.ones(2), np.ones(2)]) == "sequence of 1 tensors, expected 2"
+
+
+def test_layer_normalization_mean_and_inverse_std_outputs(tmp_path):
+    """ONNX's optional outputs 1 and 2 (TVM's converter gave scalar placeholders)."""
+    node = helper.make_node(
+        "LayerNormalization", ["x", "g", "b"], ["y", "mean", "inv_std"], axis=1, epsilon=1e-3
+    )
+    inits = [_init("g", _rand(4, 5)), _init("b", _rand(4, 5))]
+    outs = [_vi("y", [3, 4, 5]), _vi("mean", [3, 1, 1]), _vi("inv_std", [3, 1, 1])]
+    model = _model([node], [_vi("x", [3, 4, 5])], outs, inits)
+    _check(tmp_path, model, {"x": _rand(3, 4, 5)})

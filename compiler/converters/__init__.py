@@ -36,7 +36,7 @@ def install() -> None:
         return
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    from . import activations, attention, control, misc, ml, rnn  # noqa: F401  (register on import)
+    from . import activations, attention, control, misc, ml, normalization, rnn  # noqa: F401
 
     tvm_map = onnx_frontend._get_convert_map
 
