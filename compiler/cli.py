@@ -14,6 +14,7 @@ import click
 
 from . import __version__
 from .errors import EXIT_CHECK, EXIT_INTERNAL, MlcError
+from .options import PRECISIONS
 
 
 def _fail(message: str, hint: str | None, code: int) -> None:
@@ -162,6 +163,18 @@ _input_shape_option = click.option(
     metavar="NAME:DIMS",
     help="Pin an input's shape, e.g. x:1x3x224x224. Repeatable.",
 )
+
+
+def _precision_option(help_text: str):
+    return click.option(
+        "--precision",
+        type=click.Choice(PRECISIONS),
+        default="fp32",
+        show_default=True,
+        help=help_text,
+    )
+
+
 _threads_option = click.option(
     "--threads",
     type=click.IntRange(min=1),
@@ -237,13 +250,7 @@ def main():
     help="Freeze input NAME to the array in FILE.npy: it becomes a constant of the model "
     "(e.g. a shape or axes input) and the bundle no longer takes it. Repeatable.",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "fp16", "bf16"]),
-    default="fp32",
-    show_default=True,
-    help="fp16/bf16: matmul/conv in 16 bits with fp32 accumulation; I/O stays fp32.",
-)
+@_precision_option("fp16/bf16: matmul/conv in 16 bits with fp32 accumulation; I/O stays fp32.")
 @_pipeline_options
 @click.option(
     "--db",

@@ -123,6 +123,7 @@ def register(main: click.Group) -> None:
         _dims_option,
         _input_shape_option,
         _json_option,
+        _precision_option,
         _target_option,
         handle_errors,
     )
@@ -156,13 +157,7 @@ def register(main: click.Group) -> None:
     )
     @_input_shape_option
     @_dims_option("Pin a named symbolic dimension, as for compile.")
-    @click.option(
-        "--precision",
-        type=click.Choice(["fp32", "fp16", "bf16"]),
-        default="fp32",
-        show_default=True,
-        help="As for compile: the kernels differ by precision, and so do their records.",
-    )
+    @_precision_option("As for compile: the kernels differ by precision, and so do their records.")
     @_json_option("Print a JSON summary on stdout.")
     @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
     @handle_errors

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+PRECISIONS = ("fp32", "fp16", "bf16")
+
 
 @dataclass(frozen=True)
 class CompileOptions:

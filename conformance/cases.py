@@ -166,18 +166,24 @@ def bindable_inputs(model) -> list[str]:
     return sorted(set(found))
 
 
+def compare_each(got: list, expected: list, count: str, item: str) -> str | None:
+    """compare() item by item: None, or the first difference (`count` formats a length
+    mismatch, `item` names the position)."""
+    if len(got) != len(expected):
+        return f"{count.format(len(got))}, expected {len(expected)}"
+    for i, (g, e) in enumerate(zip(got, expected)):
+        reason = compare(g, e)
+        if reason:
+            return f"{item} {i}: {reason}"
+    return None
+
+
 def compare(got, expected) -> str | None:
     """None when `got` matches `expected`; otherwise a one-line reason."""
     if isinstance(expected, list) or isinstance(got, list):  # a sequence output
         if not isinstance(got, list | tuple) or not isinstance(expected, list):
             return f"got {type(got).__name__}, expected a sequence"
-        if len(got) != len(expected):
-            return f"sequence of {len(got)} tensors, expected {len(expected)}"
-        for i, (g, e) in enumerate(zip(got, expected)):
-            reason = compare(g, e)
-            if reason:
-                return f"sequence item {i}: {reason}"
-        return None
+        return compare_each(list(got), expected, "sequence of {} tensors", "sequence item")
     got = np.asarray(got)
     expected = np.asarray(expected)
     if got.shape != expected.shape:

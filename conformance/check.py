@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import Case, bindable_inputs, compare, load_data_sets, main_op
+from .cases import Case, bindable_inputs, compare_each, load_data_sets, main_op
 
 PASS, WRONG, UNSUPPORTED, IMPORT_ERROR, CRASH = (
     "pass",
@@ -121,13 +121,7 @@ def _bind_files(model, data, work: Path) -> dict[str, str]:
 
 
 def _compare_all(got: list, expected: list) -> str | None:
-    if len(got) != len(expected):
-        return f"{len(got)} outputs, expected {len(expected)}"
-    for i, (g, e) in enumerate(zip(got, expected)):
-        reason = compare(g, e)
-        if reason:
-            return f"output {i}: {reason}"
-    return None
+    return compare_each(got, expected, "{} outputs", "output")
 
 
 def _one_line(text) -> str:

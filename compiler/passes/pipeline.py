@@ -26,7 +26,7 @@ import tvm
 from tvm import relax
 
 from ..errors import UsageError
-from ..options import CompileOptions
+from ..options import PRECISIONS, CompileOptions
 from .convert_layout import ConvertLayout
 from .extract_weights import ExtractWeights
 from .fast_math import FastMath
@@ -41,7 +41,6 @@ OPT_LEVELS = {
     2: "+ batch-norm folding into conv, common-subexpression elimination, layout conversion",
     3: "+ operator fusion (the default)",
 }
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)

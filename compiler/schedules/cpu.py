@@ -187,16 +187,23 @@ def _vector_tile(extent: int, lanes: int, widths=(2, 1)) -> int | None:
     return next((t for t in range(lanes - 1, 1, -1) if extent % t == 0), None)
 
 
+def _vector_operands(block, var) -> list[tuple[int, object]]:
+    """(read index, region) of the operands read along the vector axis `var` (their last
+    index uses it), leaving out the block's own accumulator."""
+    return [
+        (index, region)
+        for index, region in enumerate(block.reads)
+        if not region.source.same_as(block.writes[0].source)
+        and var in _vars_in(region.region[-1].min)
+    ]
+
+
 def _vars_of_reads_using(sch, main, var) -> set:
-    """Iteration variables used by the reads whose last index uses `var`."""
-    block = sch.get(main.block_rv)
+    """Iteration variables used by the operands read along the vector axis `var`."""
     used: set = set()
-    for region in block.reads:
-        last = region.region[-1].min
-        names = _vars_in(last)
-        if var in names:
-            for r in region.region:
-                used |= _vars_in(r.min)
+    for _, region in _vector_operands(sch.get(main.block_rv), var):
+        for r in region.region:
+            used |= _vars_in(r.min)
     return used
 
 
@@ -272,11 +279,8 @@ def _fuse_epilogue(sch, main, epilogue) -> list:
 def _pack_vector_operand(sch, main, task, lanes: int, vec_var) -> None:
     """Copy the task's slice of the operand read along the vector axis into a contiguous
     buffer: strided rows of a [K, N] weight become one stream the prefetcher follows."""
-    block = sch.get(main.block_rv)
-    for index, region in enumerate(block.reads):
-        if region.source.same_as(block.writes[0].source) or len(region.region) < 2:
-            continue
-        if vec_var in _vars_in(region.region[-1].min):
+    for index, region in _vector_operands(sch.get(main.block_rv), vec_var):
+        if len(region.region) >= 2:
             packed = sch.cache_read(main.block_rv, index, "global")
             sch.compute_at(packed, task)
             loops = sch.get_loops(packed)
