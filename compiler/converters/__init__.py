@@ -15,7 +15,7 @@ ONNX_DOMAINS = ("", "ai.onnx")
 ML_DOMAIN = "ai.onnx.ml"
 _installed = False
 # Ops that never reach the importer: rewritten on the ONNX graph first (compiler/onnx_loops.py).
-REWRITTEN = {"Loop"}
+REWRITTEN = {"Loop", "Scan"}
 
 
 def register(op_type: str, domain: str = ""):
@@ -36,7 +36,8 @@ def install() -> None:
         return
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    from . import activations, attention, control, misc, ml, normalization, rnn  # noqa: F401
+    from . import activations, attention, control, losses, math_ops, misc, ml, normalization, rnn  # noqa: F401
+    from . import resize  # noqa: F401
 
     tvm_map = onnx_frontend._get_convert_map
 

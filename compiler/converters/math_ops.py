@@ -1,0 +1,3 @@
+"""Math and elementwise converters."""
+
+from __future__ import annotations
