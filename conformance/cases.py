@@ -149,7 +149,8 @@ def main_op(case: Case, model) -> str:
 
 
 def bindable_inputs(model) -> list[str]:
-    """Graph inputs of integer (or bool) type that feed a shape/axes/count position."""
+    """Graph inputs of integer (or bool) type that feed a shape/axes/count position, and the
+    float scales/roi of Resize and Upsample (they fix the output shape as sizes do)."""
     import onnx
 
     ints = {
@@ -158,10 +159,16 @@ def bindable_inputs(model) -> list[str]:
         if vi.type.tensor_type.elem_type
         in (onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL)
     }
+    floats = {
+        vi.name
+        for vi in model.graph.input
+        if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    }
     found = []
     for node in model.graph.node:
+        allowed = ints | floats if node.op_type in ("Resize", "Upsample") else ints
         for index in SHAPE_POSITIONS.get(node.op_type, ()):
-            if index < len(node.input) and node.input[index] in ints:
+            if index < len(node.input) and node.input[index] in allowed:
                 found.append(node.input[index])
     return sorted(set(found))
 
