@@ -275,7 +275,7 @@ class Model:
         for index, (spec, value) in enumerate(zip(self.inputs, self._arrange(args, kwargs))):
             array = _check(spec, value, bound)
             tensor = from_dlpack(array)
-            if tensor.data_ptr() % ALIGNMENT:
+            if tensor.data_ptr() % ALIGNMENT and array.size:
                 tensor = state.stage(index, array)
             tensors.append(tensor)
         result = state.main(*tensors, *self._weights)
@@ -445,7 +445,17 @@ def _check(spec: _Spec, value: Any, bound: dict[str, int]) -> np.ndarray:
     if not array.flags.c_contiguous or not array.flags.writeable:
         # DLPack cannot export a read-only array (np.frombuffer, a read-only memmap): copy it.
         array = np.array(array, order="C")
+    if array.size == 0:  # numpy gives empty arrays any strides; kernels check for compact ones
+        array = np.lib.stride_tricks.as_strided(array, strides=_compact_strides(array))
     return array
+
+
+def _compact_strides(array: np.ndarray) -> tuple[int, ...]:
+    strides, step = [], array.itemsize
+    for dim in reversed(array.shape):
+        strides.append(step)
+        step *= dim
+    return tuple(reversed(strides))
 
 
 def _check_shape(spec: _Spec, shape: tuple[int, ...], bound: dict[str, int]) -> None:
