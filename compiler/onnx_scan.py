@@ -1,0 +1,149 @@
+"""ONNX Scan (opset 9+), unrolled on the ONNX graph like Loop (compiler/onnx_loops.py).
+
+The trip count is the length of the scan inputs along their scan axes, so those lengths must
+be static (after constant folding, shape inference and --input-shape/--dim pinning). Each
+iteration takes one slice of every scan input (Gather with a constant index, which drops the
+axis), runs a renamed copy of the body, and the per-iteration scan outputs are stacked along
+their output axes (in reverse order for a reverse direction).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ModelError
+from .onnx_loops import MAX_TRIPS, _renamed
+
+
+def unroll_scans(model, shapes: dict[str, tuple[int, ...]]) -> bool:
+    """Replace every top-level Scan node by copies of its body; True if any was unrolled.
+    `shapes` maps value names to static shapes (onnx_fold's shape inference)."""
+    graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    nodes, inits, changed = [], [], False
+    for index, node in enumerate(graph.node):
+        if node.op_type != "Scan" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        if opset < 9:
+            raise ModelError(
+                f"Scan {node.name or '<unnamed>'!r} of opset {opset} (with a batch axis) is not "
+                "supported: mlc unrolls Scan of opset 9 or newer",
+                hint="upgrade the model with onnx.version_converter",
+            )
+        unroller = _ScanUnroller(node, f"{index}", opset >= 13)
+        new_nodes, new_inits = unroller.unroll(shapes)
+        nodes.extend(new_nodes)
+        inits.extend(new_inits)
+        changed = True
+    if changed:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        graph.initializer.extend(inits)
+    return changed
+
+
+class _ScanUnroller:
+    def __init__(self, node, tag: str, axes_as_input: bool):
+        self.node = node
+        self.tag = tag
+        self.axes_as_input = axes_as_input
+        attrs = {a.name: a for a in node.attribute}
+        self.body = attrs["body"].g
+        self.n_scan = attrs["num_scan_inputs"].i
+        self.n_state = len(node.input) - self.n_scan
+        self.n_out = len(self.body.output) - self.n_state
+        self.in_axes = _ints(attrs, "scan_input_axes", self.n_scan, 0)
+        self.in_dirs = _ints(attrs, "scan_input_directions", self.n_scan, 0)
+        self.out_axes = _ints(attrs, "scan_output_axes", self.n_out, 0)
+        self.out_dirs = _ints(attrs, "scan_output_directions", self.n_out, 0)
+
+    def trips(self, shapes) -> int:
+        name = self.node.name or "<unnamed>"
+        lengths = set()
+        for value, axis in zip(self.node.input[self.n_state :], self.in_axes):
+            shape = shapes.get(value)
+            if shape is None:
+                raise ModelError(
+                    f"Scan {name!r} scans {value!r}, whose shape is not static: mlc unrolls "
+                    "Scan and needs the scan length at compile time",
+                    hint="pin the input shapes with --input-shape or --dim NAME=VALUE",
+                )
+            lengths.add(shape[axis])
+        if len(lengths) != 1:
+            raise ModelError(f"Scan {name!r} scans inputs of different lengths {sorted(lengths)}")
+        trips = lengths.pop()
+        if not 0 < trips <= MAX_TRIPS:
+            raise ModelError(
+                f"Scan {name!r} runs {trips} times: mlc unrolls scans of 1 to {MAX_TRIPS} steps"
+            )
+        return trips
+
+    def unroll(self, shapes):
+        from onnx import helper, numpy_helper
+
+        body, node = self.body, self.node
+        trips = self.trips(shapes)
+        states = list(node.input[: self.n_state])
+        scans = [node.input[self.n_state + j] for j in range(self.n_scan)]
+        parts: list[list[str]] = [[] for _ in range(self.n_out)]
+        nodes, inits = [], []
+        for it in range(trips):
+            suffix = f"__scan{self.tag}_it{it}"
+            rename = {v.name: v.name + suffix for v in body.input}
+            rename.update({o: o + suffix for n in body.node for o in n.output if o})
+            rename.update({t.name: t.name + suffix for t in body.initializer})
+            for value, state in zip(body.input[: self.n_state], states):
+                nodes.append(helper.make_node("Identity", [state], [rename[value.name]]))
+            for j, value in enumerate(body.input[self.n_state :]):
+                index = it if self.in_dirs[j] == 0 else trips - 1 - it
+                index_name = f"{rename[value.name]}__index"
+                inits.append(numpy_helper.from_array(np.array(index, np.int64), index_name))
+                nodes.append(
+                    helper.make_node(
+                        "Gather", [scans[j], index_name], [rename[value.name]], axis=self.in_axes[j]
+                    )
+                )
+            for t in body.initializer:
+                copy = type(t)()
+                copy.CopyFrom(t)
+                copy.name = rename[t.name]
+                inits.append(copy)
+            nodes.extend(_renamed(n, rename) for n in body.node)
+            outs = [rename.get(o.name, o.name) for o in body.output]
+            states = outs[: self.n_state]
+            for k, name in enumerate(outs[self.n_state :]):
+                parts[k].append(name)
+        for out, final in zip(node.output[: self.n_state], states):
+            if out:
+                nodes.append(helper.make_node("Identity", [final], [out]))
+        for k, out in enumerate(node.output[self.n_state :]):
+            if out:
+                order = parts[k] if self.out_dirs[k] == 0 else parts[k][::-1]
+                new_nodes, new_inits = self._stack(order, out, self.out_axes[k])
+                nodes.extend(new_nodes)
+                inits.extend(new_inits)
+        return nodes, inits
+
+    def _stack(self, parts: list[str], out: str, axis: int):
+        """Unsqueeze each part at `axis` (of the stacked rank) and concatenate there."""
+        from onnx import helper, numpy_helper
+
+        nodes, inits, expanded = [], [], []
+        axes_name = f"{out}__axes"
+        if self.axes_as_input:
+            inits.append(numpy_helper.from_array(np.array([axis], np.int64), axes_name))
+        for part in parts:
+            name = f"{part}__unsq"
+            if self.axes_as_input:
+                nodes.append(helper.make_node("Unsqueeze", [part, axes_name], [name]))
+            else:
+                nodes.append(helper.make_node("Unsqueeze", [part], [name], axes=[axis]))
+            expanded.append(name)
+        nodes.append(helper.make_node("Concat", expanded, [out], axis=axis))
+        return nodes, inits
+
+
+def _ints(attrs, name: str, count: int, default: int) -> list[int]:
+    values = list(attrs[name].ints) if name in attrs else []
+    return values or [default] * count
