@@ -1,0 +1,98 @@
+"""ReduceMax, ReduceMin and ReduceLogSumExp with ONNX's results on bool and empty inputs.
+
+TVM's converters take bool max/min to kernels that have no identity for bool, give
+-FLT_MAX/FLT_MAX (not -inf/inf) for a max/min over zero elements, and subtract a max that may
+be infinite in LogSumExp. Axes come from the attribute (opset < 18) or a constant input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.frontend.onnx import onnx_frontend
+
+from ..errors import ModelError
+from . import register
+
+
+def reduce_axes(inputs, attr, params, ndim: int) -> list[int] | None:
+    """The normalised axes to reduce; None for all; [] for none (noop_with_empty_axes)."""
+    axes = attr.get("axes")
+    if len(inputs) > 1 and inputs[1] is not None:
+        value = onnx_frontend.get_constant(inputs[1], params)
+        if not isinstance(value, tvm.ir.GenericConst):
+            raise ModelError(
+                "reduction axes computed at run time are not supported: "
+                "expected a constant or an initializer (freeze the input with --bind)"
+            )
+        axes = np.asarray(value.value.numpy()).reshape(-1).tolist()
+    if not axes:
+        return [] if attr.get("noop_with_empty_axes", 0) else None
+    return sorted(int(a) + ndim if int(a) < 0 else int(a) for a in axes)
+
+
+def _empty_fill(bb, x, axes, result, fill: float):
+    """`result`, or `fill` where the reduced axes hold no element (only checked when a
+    reduced dim is not known to be positive at compile time)."""
+    shape = x.ty.shape
+    axes = range(len(shape)) if axes is None else axes
+    unknown = [a for a in axes if not (isinstance(shape[a], tvm.tirx.IntImm) and shape[a] > 0)]
+    if not unknown:
+        return result
+    dims = bb.emit(relax.op.shape_to_tensor(relax.op.shape_of(x)))
+    picked = relax.op.take(dims, relax.const(np.array(unknown, "int64")), axis=0)
+    empty = bb.emit(relax.op.equal(relax.op.prod(picked), relax.const(0, "int64")))
+    return bb.emit(relax.op.where(empty, relax.const(fill, result.ty.dtype), result))
+
+
+def _extreme(bb, inputs, attr, params, largest: bool):
+    x = inputs[0]
+    axes = reduce_axes(inputs, attr, params, len(x.ty.shape))
+    keepdims = bool(attr.get("keepdims", 1))
+    if axes == []:
+        return x
+    if str(x.ty.dtype) == "bool":  # max is any (a count > 0), min is all (no false element)
+        flags = x if largest else relax.op.logical_not(x)
+        count = bb.emit(relax.op.sum(relax.op.astype(flags, "int32"), axes, keepdims))
+        zero = relax.const(0, "int32")
+        return relax.op.greater(count, zero) if largest else relax.op.equal(count, zero)
+    op = relax.op.max if largest else relax.op.min
+    result = bb.emit(op(x, axes, keepdims))
+    if "float" not in str(x.ty.dtype):
+        return result
+    return _empty_fill(bb, x, axes, result, -math.inf if largest else math.inf)
+
+
+@register("ReduceMax")
+class ReduceMax(onnx_frontend.OnnxOpConverter):
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        return _extreme(bb, inputs, attr, params, largest=True)
+
+
+@register("ReduceMin")
+class ReduceMin(onnx_frontend.OnnxOpConverter):
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        return _extreme(bb, inputs, attr, params, largest=False)
+
+
+@register("ReduceLogSumExp")
+class ReduceLogSumExp(onnx_frontend.OnnxOpConverter):
+    """log(sum(exp(x - m))) + m with m the max, taken as 0 where it is not finite."""
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        x = inputs[0]
+        axes = reduce_axes(inputs, attr, params, len(x.ty.shape))
+        keepdims = bool(attr.get("keepdims", 1))
+        if axes == []:
+            return x
+        top = bb.emit(relax.op.max(x, axes, keepdims=True))
+        top = bb.emit(relax.op.where(relax.op.isfinite(top), top, relax.const(0, x.ty.dtype)))
+        total = relax.op.sum(relax.op.exp(relax.op.subtract(x, top)), axes, keepdims)
+        if not keepdims:
+            top = relax.op.squeeze(top, axes)
+        return bb.emit(relax.op.add(relax.op.log(total), top))
