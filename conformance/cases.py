@@ -165,12 +165,23 @@ def bindable_inputs(model) -> list[str]:
         if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     }
     found = []
-    for node in model.graph.node:
+    # Values that flow into a shape position: expanded functions compute pads and slice starts
+    # from a shape input with integer arithmetic (nodes are in topological order).
+    shape_values = set()
+    for node in reversed(model.graph.node):
         allowed = ints | floats if node.op_type in ("Resize", "Upsample") else ints
         for index in SHAPE_POSITIONS.get(node.op_type, ()):
             if index < len(node.input) and node.input[index] in allowed:
                 found.append(node.input[index])
+            if index < len(node.input):
+                shape_values.add(node.input[index])
+        if node.op_type in _SHAPE_ARITHMETIC and shape_values.intersection(node.output):
+            shape_values.update(node.input)
+    found += [name for name in ints if name in shape_values]
     return sorted(set(found))
+
+
+_SHAPE_ARITHMETIC = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Concat", "Cast", "Neg", "Abs"}
 
 
 def compare_each(got: list, expected: list, count: str, item: str) -> str | None:
