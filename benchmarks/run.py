@@ -62,14 +62,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+_CHECK_RESERVE_S = 90  # of the time box, for mlc tune's in-model check of the records
+
+
 def tune_command(path: Path, db: Path, args: argparse.Namespace) -> tuple[list[str], bool]:
     """The `mlc tune` command line, and whether mlc tune keeps the time box itself (`--time`)."""
     cli = [sys.executable, "-m", "compiler.cli", "tune"]
     help_text = subprocess.run([*cli, "--help"], capture_output=True, text=True, cwd=ROOT).stdout
     cmd = [*cli, str(path), "--db", str(db), "--json", "--target", args.target]
     timed = re.search(r"--time(?![-\w])", help_text) is not None  # not --time-passes
-    if timed:
-        cmd += ["--time", f"{round(args.tune_minutes * 60)}s"]
+    if timed:  # the in-model check after tuning (two builds, timing) is inside the box
+        cmd += ["--time", f"{max(30, round(args.tune_minutes * 60) - _CHECK_RESERVE_S)}s"]
     if args.tune_trials or not timed:  # without --time: a cap high enough for the time box
         cmd += ["--trials", str(args.tune_trials or 5000)]
     if re.search(r"--threads(?![-\w])", help_text):
@@ -92,7 +95,7 @@ def tune(path: Path, args: argparse.Namespace) -> dict:
         cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
     )
     try:  # a tuner that keeps the box itself gets slack to finish its last batch
-        stdout, _ = proc.communicate(timeout=args.tune_minutes * 60 + (120 if timed else 0))
+        stdout, _ = proc.communicate(timeout=args.tune_minutes * 60 + (300 if timed else 0))
     except subprocess.TimeoutExpired:
         say("  time box reached: interrupting the tuner (the database keeps what it measured)")
         os.killpg(proc.pid, signal.SIGINT)
@@ -110,16 +113,17 @@ def tune(path: Path, args: argparse.Namespace) -> dict:
         trials = _records(db) - before  # interrupted: count the measurements it stored
     else:
         raise RuntimeError(f"mlc tune failed (exit {proc.returncode})")
-    keep = ("records", "est_model_ms", "out_of_time", "tuned_now", "tasks")
+    keep = ("records", "est_model_ms", "out_of_time", "tuned_now", "tasks", "model_check")
     return {"tune_minutes": minutes, "trials": trials, "db": str(db)} | {
         k: summary[k] for k in keep if k in summary
     }
 
 
 def _records(db: Path) -> int:
-    """Measured candidates in a tuning database (MetaSchedule's JSON files: one per line)."""
-    files = db.rglob("*tuning_record*.json") if db.exists() else []
-    return sum(sum(1 for line in f.open() if line.strip()) for f in files)
+    """Measured candidates in a tuning database, over all its keys."""
+    from compiler.tuning_db import open_logs
+
+    return sum(len(log.read().records) for log in open_logs(db)) if db.exists() else 0
 
 
 @dataclass

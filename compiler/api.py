@@ -136,19 +136,21 @@ def tune_model(
     seconds: float | None = None,
     threads: int | None = None,
     progress: Callable[[Any], None] | None = None,
+    model_check: bool = True,
 ) -> TuneSummary:
     """Tune the model's kernels for `options.target` into the database directory `db`: at most
     `trials` measurements and/or `seconds` (default 64 trials), measured with `threads`
     (default TVM_NUM_THREADS, else the physical cores). `progress` receives
     schedules.tuning.TuneEvent objects. Kernels the database already has enough trials for are
-    not tuned again."""
+    not tuned again. With `model_check`, new records are then timed inside the model against
+    the default schedules, and compiles use only those that win there (schedules/validate.py)."""
     from .build import prepare
     from .frontend import check_convertible, import_model, inspect_model, pin_shapes, read_onnx
     from .onnx_prepare import bind_inputs
     from .schedules.tuning import TuneSettings, tune
     from .targets import load_preset, resolve_target
 
-    settings = TuneSettings(str(db), trials, seconds, threads)
+    settings = TuneSettings(str(db), trials, seconds, threads, model_check)
     preset = load_preset(options.target)
     t0 = time.perf_counter()
     model = read_onnx(model_path)
@@ -156,10 +158,44 @@ def tune_model(
     pinned = pin_shapes(model, options.input_shapes, options.dims, options.dim_ranges)
     imported = import_model(bind_inputs(pinned, options.bind))
     del model, pinned
+    _check_fixed_sizes(imported, model_path)
     target = resolve_target(preset)
     mod, _weights = prepare(imported, options, target)
     result = tune(mod, target, options, settings, progress)
+    del mod
+    if settings.model_check and result.records and target.device == "cpu":
+        result = _check_in_model(imported, target, options, result, progress)
     return TuneSummary(preset.name, result, time.perf_counter() - t0)
+
+
+def _check_fixed_sizes(imported, model_path) -> None:
+    """MetaSchedule measures kernels at fixed sizes: symbolic dims must be pinned to tune."""
+    if imported.dynamic_dims:
+        dims = ", ".join(f"{d} ({', '.join(at)})" for d, at in imported.dynamic_dims.items())
+        first = next(iter(imported.dynamic_dims))
+        raise UsageError(
+            f"{str(model_path)!r} has symbolic dims {dims}; tuning measures kernels at fixed sizes",
+            hint=f"pin each to the size you will run, e.g. --dim {first}=1, and compile with the "
+            "same --dim so that the records apply",
+        )
+
+
+def _check_in_model(imported, target, options, result, progress):
+    """The in-model check of the records (schedules/validate.py), its messages as progress."""
+    import dataclasses
+
+    from .schedules.records import database_key
+    from .schedules.tuning_plan import TuneEvent
+    from .schedules.validate import validate
+    from .tuning_db import open_log
+
+    def note(message: str) -> None:
+        if progress:
+            progress(TuneEvent("note", 0, 0, None, None, message))
+
+    log = open_log(result.db.parent, database_key(target, result.threads))
+    checked = validate(imported, target, options, log, result.threads, note)
+    return dataclasses.replace(result, validation=checked)
 
 
 def _check_toolchain(preset) -> None:

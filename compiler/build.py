@@ -100,8 +100,16 @@ def _bound_dims(mod, ranges: dict[str, tuple[int, int]]):
     return mod
 
 
-def build(imported: ImportedModel, target: ResolvedTarget, options: CompileOptions) -> BuiltModel:
-    """Run the graph passes and compile `imported` for `target`."""
+def build(
+    imported: ImportedModel,
+    target: ResolvedTarget,
+    options: CompileOptions,
+    *,
+    log=None,
+    judged: bool = True,
+) -> BuiltModel:
+    """Run the graph passes and compile `imported` for `target`. With `options.db`: its records
+    first (`log`, `judged`: see records.apply_database), the default rules for the rest."""
     import tvm
 
     from .passes.instruments import instruments_for
@@ -119,7 +127,7 @@ def build(imported: ImportedModel, target: ResolvedTarget, options: CompileOptio
             from .schedules.records import apply_database
 
             with tvm_target:  # the pass takes the target from the context it is made in
-                apply, database, info = apply_database(options.db, target)
+                apply, database, info = apply_database(options.db, target, log, judged)
             tuned = TuningCoverage(info, options.db_strict, target.preset.name)
             schedules += tuned.passes(apply)
         schedules.append(default_schedules(tvm_target))

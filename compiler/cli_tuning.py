@@ -52,6 +52,9 @@ class ProgressPrinter:
         if event.kind == "plan":
             self._line(f"tuning {event.message}; est. model {_ms_or_none(event.model_ms)}")
             return
+        if event.kind == "note":
+            self._line(event.message)
+            return
         t = event.task
         status = {"batch": "", "task": "", "end": f"  {t.status}", "skip": f"  {event.message}"}
         trials = f"{t.trials}" if event.open_ended else f"{t.trials}/{t.target}"
@@ -96,6 +99,12 @@ def print_tune_summary(model, summary) -> None:
         )
     if r.model_ms is not None:
         click.echo(f"estimated model latency {r.model_ms:.4g} ms (measured kernels + estimates)")
+    if r.validation is not None:
+        v = r.validation
+        click.echo(
+            f"in-model check: {v.kept} of {v.checked} new records kept; their kernels take "
+            f"{v.chosen_ms:.4g} ms in the model (default schedules {v.default_ms:.4g} ms)"
+        )
     if r.out_of_time:
         click.echo("the time budget ran out: run again to continue where it stopped")
 
@@ -159,6 +168,12 @@ def register(main: click.Group) -> None:
     @_dims_option("Pin a named symbolic dimension, as for compile.")
     @_precision_option("As for compile: the kernels differ by precision, and so do their records.")
     @_json_option("Print a JSON summary on stdout.")
+    @click.option(
+        "--no-model-check",
+        is_flag=True,
+        help="Skip the in-model check: by default new records are timed inside the model "
+        "against the default schedules, and compiles use only those that win there.",
+    )
     @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
     @handle_errors
     def tune(model, target, db, trials, seconds, threads, input_shapes, dims, precision, **out):
@@ -181,6 +196,7 @@ def register(main: click.Group) -> None:
             seconds=seconds,
             threads=threads,
             progress=ProgressPrinter(quiet),
+            model_check=not out["no_model_check"],
         )
         if as_json:
             click.echo(json.dumps(summary.to_json(), indent=2))

@@ -72,7 +72,7 @@ def compact(contents: LogContents, top_k: int | None = None, keep_failed: bool =
                 kept.append(r)
             continue
         n = per_workload[r["workload"]] = per_workload.get(r["workload"], 0) + 1
-        if top_k is None or n <= top_k:
+        if top_k is None or n <= top_k or r.get("baseline"):  # verdicts may fall back to it
             kept.append(r)
     contents.records = kept
     return original - len(kept)
@@ -98,17 +98,13 @@ def merge_databases(sources: list[str | os.PathLike], dest: str | os.PathLike) -
         with target.locked():
             merged = target.read()
             for log in group:
-                for entry in _entries(log.read()):
+                for entry in log.read().entries():
                     merged.add(entry)
             compact(merged)
             target.rewrite(merged)
         stats["keys"] += 1
         stats["records"] += len(merged.records)
     return stats
-
-
-def _entries(contents: LogContents) -> list[dict]:
-    return [*contents.workloads.values(), *contents.notes.values(), *contents.records]
 
 
 def prune_database(

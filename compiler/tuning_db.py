@@ -77,6 +77,7 @@ class LogContents:
     workloads: dict[str, dict] = field(default_factory=dict)
     records: list[dict] = field(default_factory=list)
     notes: dict[str, dict] = field(default_factory=dict)  # workload -> merged "tuned" note
+    verdicts: dict[str, dict] = field(default_factory=dict)  # workload -> latest in-model check
     bad_lines: int = 0
     sha256: str = ""
 
@@ -86,6 +87,8 @@ class LogContents:
             self.workloads.setdefault(entry["hash"], entry)
         elif kind == "record":
             self.records.append(entry)
+        elif kind == "verdict":
+            self.verdicts[entry["workload"]] = entry
         elif kind == "tuned":
             old = self.notes.get(entry["workload"], {"trials": 0, "exhausted": False})
             self.notes[entry["workload"]] = {
@@ -109,8 +112,39 @@ class LogContents:
         return self.notes.get(workload, {}).get("exhausted", False)
 
     def best(self, workload: str) -> float | None:
-        times = [r["mean_s"] for r in self.records_of(workload) if r.get("mean_s") is not None]
-        return min(times) if times else None
+        fastest = self.fastest(workload)
+        return fastest["mean_s"] if fastest else None
+
+    def fastest(self, workload: str) -> dict | None:
+        """The record with the best time as the tuner measured it (the kernel alone)."""
+        valid = [r for r in self.records_of(workload) if r.get("mean_s") is not None]
+        return min(valid, key=lambda r: r["mean_s"]) if valid else None
+
+    def chosen(self, workload: str) -> dict | None:
+        """The record a compile uses: the fastest, unless the in-model check (a "verdict",
+        schedules/validate.py) found it no faster than the default schedule inside the model;
+        then the default schedule's own baseline record (None: the default rules)."""
+        fastest = self.fastest(workload)
+        verdict = self.verdicts.get(workload)
+        if fastest is None or fastest.get("baseline") or verdict is None:
+            return fastest
+        if verdict["schedule"] != schedule_id(fastest) or verdict["use"] == "record":
+            return fastest
+        return next((r for r in self.records_of(workload) if r.get("baseline")), None)
+
+    def entries(self) -> list[dict]:
+        """Every line the log needs, workloads first (rewrite, merge)."""
+        return [
+            *self.workloads.values(),
+            *self.notes.values(),
+            *self.verdicts.values(),
+            *self.records,
+        ]
+
+
+def schedule_id(record: dict) -> str:
+    """A short id of a record's schedule (its trace): what a verdict judged."""
+    return hashlib.sha256(canonical_json(record["record"][0]).encode()).hexdigest()[:16]
 
 
 class TuningLog:
@@ -171,7 +205,7 @@ class TuningLog:
 
     def rewrite(self, contents: LogContents) -> None:
         """Replace the log with `contents` atomically. Call with the lock held."""
-        lines = [*contents.workloads.values(), *contents.notes.values(), *contents.records]
+        lines = contents.entries()
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".records-", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:

@@ -20,7 +20,7 @@ from compiler.cli_tuning import ProgressPrinter, parse_duration
 from compiler.cuda import gpu_available
 from compiler.reference import run_reference
 from compiler.schedules.tuning_plan import TaskState, TuneEvent, allocate
-from compiler.tuning_db import LOG_FILE, DatabaseKey, open_log, open_logs
+from compiler.tuning_db import LOG_FILE, DatabaseKey, open_log, open_logs, schedule_id
 
 KEY = DatabaseKey("x86", {"kind": "llvm", "mcpu": "znver3", "num-cores": 2}, "0.27.0", 2)
 
@@ -149,6 +149,33 @@ def test_db_list_merge_prune(tmp_path):
     assert "2 workloads, 3 records, 0 failed" in text
 
 
+def test_in_model_verdicts_choose_the_record_and_survive_merge_and_prune(tmp_path):
+    base = {**_record("w", "default", 3e-3), "baseline": True}
+    fast, faster = _record("w", "t1", 2e-3), _record("w", "t2", 1e-3)
+    log = open_log(tmp_path / "a", KEY)
+    log.append([_workload("w", "fused_conv2d"), base, fast])
+    assert log.read().chosen("w") == fast  # not judged yet: the fastest alone
+
+    def verdict(record, use):
+        return {"kind": "verdict", "workload": "w", "schedule": schedule_id(record), "use": use}
+
+    log.append([verdict(fast, "default")])  # slower than the default schedule in the model
+    assert log.read().chosen("w") == base
+    log.append([faster])  # a new record is not covered by the old verdict
+    assert log.read().chosen("w") == faster
+    log.append([verdict(faster, "record")])
+    assert log.read().chosen("w") == faster
+    log.append([verdict(faster, "default")])  # the latest verdict counts
+    assert log.read().chosen("w") == base
+
+    assert mlc("db", "merge", tmp_path / "a", "-o", tmp_path / "m").exit_code == 0
+    assert mlc("db", "prune", tmp_path / "m", "--top-k", "1").exit_code == 0
+    (merged,) = open_logs(tmp_path / "m")
+    contents = merged.read()
+    assert contents.chosen("w") == base  # the baseline outlives --top-k 1 for the verdict
+    assert {schedule_id(r) for r in contents.records} == {schedule_id(base), schedule_id(faster)}
+
+
 def test_prune_other_tvm_versions(tmp_path):
     import tvm
 
@@ -219,6 +246,15 @@ def test_cuda_tuning_needs_a_gpu(model_dir, tmp_path):
     ]
 
 
+def test_symbolic_dims_must_be_pinned_to_tune(model_dir, tmp_path):
+    r = mlc("tune", model_dir / "convnet.onnx", "--db", tmp_path / "db")
+    assert r.exit_code == 2
+    assert r.stderr.splitlines()[0].endswith(
+        "has symbolic dims N (x[0]); tuning measures kernels at fixed sizes"
+    )
+    assert not (tmp_path / "db").exists()
+
+
 def test_cross_target_tuning_is_refused(model_dir, tmp_path):
     r = mlc("tune", model_dir / "mlp.onnx", "--db", tmp_path / "db", "--target", "cortex-a72")
     assert r.exit_code == 2
@@ -261,6 +297,12 @@ def test_two_tuners_on_one_database_then_strict_compile(model_dir, tmp_path):
     # Each kernel's default schedule was measured too: the record tuning has to beat.
     baselines = {r["workload"] for r in contents.records if r.get("baseline") and r["mean_s"]}
     assert baselines == set(contents.workloads)
+    # Records that beat it alone were then timed inside the model (schedules/validate.py).
+    for digest in contents.workloads:
+        fastest = contents.fastest(digest)
+        if not fastest.get("baseline"):
+            assert contents.verdicts[digest]["schedule"] == schedule_id(fastest)
+            assert contents.verdicts[digest]["use"] in ("record", "default")
 
     # A workload tuned once is not tuned again.
     t0 = time.monotonic()

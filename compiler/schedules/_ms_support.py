@@ -143,15 +143,32 @@ def baseline_entries(task, target, builder, runner, with_workload: bool):
 
 
 def memory_database(contents: LogContents, top_k: int):
-    """MetaSchedule's in-memory database holding the `top_k` fastest records per workload."""
+    """MetaSchedule's in-memory database holding the `top_k` fastest records per workload
+    (the tuner's warm start)."""
+    return _database(contents, lambda digest: _fastest(contents, digest, top_k))
+
+
+def compile_database(contents: LogContents, judged: bool = True):
+    """The database a compile applies: per workload the record `contents.chosen` picks (with
+    `judged`), else the fastest as measured alone."""
+    pick = contents.chosen if judged else contents.fastest
+    return _database(contents, lambda digest: [r for r in [pick(digest)] if r is not None])
+
+
+def _fastest(contents: LogContents, digest: str, top_k: int) -> list[dict]:
+    valid = [r for r in contents.records_of(digest) if r.get("mean_s") is not None]
+    return sorted(valid, key=lambda r: r["mean_s"])[:top_k]
+
+
+def _database(contents: LogContents, records_for):
     database = ms.database.MemoryDatabase()
     for digest, entry in contents.workloads.items():
-        valid = [r for r in contents.records_of(digest) if r.get("mean_s") is not None]
-        if not valid:
+        records = records_for(digest)
+        if not records:
             continue
         workload = database.commit_workload(
             ms.database.Workload.from_json([digest, entry["mod"]]).mod
         )
-        for r in sorted(valid, key=lambda r: r["mean_s"])[:top_k]:
+        for r in records:
             database.commit_tuning_record(ms.database.TuningRecord.from_json(r["record"], workload))
     return database

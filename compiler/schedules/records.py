@@ -30,14 +30,18 @@ def database_key(target: ResolvedTarget, threads: int) -> DatabaseKey:
     return DatabaseKey(target.preset.name, target.target, tvm.__version__, threads)
 
 
-def apply_database(db: str | os.PathLike, target: ResolvedTarget):
+def apply_database(
+    db: str | os.PathLike, target: ResolvedTarget, log: TuningLog | None = None, judged=True
+):
     """(pass, database, info): the pass schedules every kernel the database has a record for,
-    and must run inside the database's context; info says which records were used."""
+    and must run inside the database's context; info says which records were used. `log`: that
+    key rather than the one for the runtime's threads; `judged=False`: ignore the in-model
+    verdicts (the fastest record alone wins)."""
     from tvm import relax
 
-    from ._ms_support import memory_database
+    from ._ms_support import compile_database
 
-    log = _log_for_compile(db, target)
+    log = log or _log_for_compile(db, target)
     contents = log.read()
     info = {
         "db": str(db),
@@ -46,7 +50,8 @@ def apply_database(db: str | os.PathLike, target: ResolvedTarget):
         "runtime_threads": measuring_threads(None),
         "sha256": contents.sha256,
     }
-    return relax.transform.MetaScheduleApplyDatabase(), memory_database(contents, 1), info
+    database = compile_database(contents, judged)
+    return relax.transform.MetaScheduleApplyDatabase(), database, info
 
 
 def _log_for_compile(db, target: ResolvedTarget) -> TuningLog:

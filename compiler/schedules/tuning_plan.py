@@ -15,6 +15,7 @@ class TuneSettings:
     trials: int | None = None  # total trials; None with `seconds`: until the time is spent
     seconds: float | None = None
     threads: int | None = None  # measuring threads; None: TVM_NUM_THREADS or physical cores
+    model_check: bool = True  # judge new records inside the model (schedules/validate.py)
 
 
 @dataclass
@@ -36,7 +37,8 @@ class TaskState:
 
 @dataclass(frozen=True)
 class TuneEvent:
-    """Progress: kind is "plan", "task" (a task starts), "batch", "skip" or "end"."""
+    """Progress: kind is "plan", "task" (a task starts), "batch", "skip", "end" or "note"
+    (a message about the run, such as the in-model check)."""
 
     kind: str
     index: int  # 1-based among the tasks being tuned; 0 for "plan"
@@ -57,6 +59,7 @@ class TuneResult:
     model_ms: float | None
     out_of_time: bool
     trial_budget: int | None  # None: only a time limit
+    validation: object = None  # validate.Validation, when the in-model check ran
 
     def to_json(self) -> dict:
         return {
@@ -67,6 +70,7 @@ class TuneResult:
             "records": self.records,
             "est_model_ms": None if self.model_ms is None else round(self.model_ms, 4),
             "out_of_time": self.out_of_time,
+            "model_check": self.validation.to_json() if self.validation else None,
             "kernels": [
                 {
                     "name": t.name,

@@ -1,0 +1,192 @@
+"""The in-model check of tuning records: a record that won when its kernel was timed alone must
+also win inside the model, or the compile keeps the default schedule for that kernel.
+
+MetaSchedule times a kernel alone, its inputs and weights flushed from the caches. Inside the
+model the input is warm (the previous kernel just wrote it), neighbouring kernels compete for
+the caches, and the thread pool is already awake; measured on ResNet-18, a third of the records
+that beat the default schedule alone were 6-37% slower in the model, and the 5-minute tuned
+bundle was no faster than the untuned one. So after tuning, `mlc tune` builds the model twice
+(every kernel with its fastest record; every kernel with the default rules), times each kernel
+in both with the Relax VM's per-call instrument, interleaved, and appends a "verdict" per
+record to the database: `use` "record" or "default". `LogContents.chosen` applies them; a
+verdict judges one schedule (by trace), so a better record found later is judged again.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..tuning_db import LogContents, TuningLog, schedule_id
+
+MARGIN = 0.02  # a record is kept when it is at least this much faster in the model
+_BUDGET_S = 20.0  # timing both builds, at most (at least _MIN_ROUNDS rounds)
+_MIN_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class Validation:
+    checked: int  # records judged by this run
+    kept: int  # of them, used by compiles
+    default_ms: float  # in-model time of the judged kernels: default rules
+    record_ms: float  # ... with their fastest records
+    chosen_ms: float  # ... with what the verdicts choose
+
+    def to_json(self) -> dict:
+        return {
+            "checked": self.checked,
+            "kept": self.kept,
+            "default_ms": round(self.default_ms, 4),
+            "record_ms": round(self.record_ms, 4),
+            "chosen_ms": round(self.chosen_ms, 4),
+        }
+
+
+def unjudged(contents: LogContents) -> dict[str, dict]:
+    """Workload -> its fastest record, where that is not the baseline and has no verdict."""
+    out = {}
+    for digest in contents.workloads:
+        fastest = contents.fastest(digest)
+        if fastest is None or fastest.get("baseline"):
+            continue
+        verdict = contents.verdicts.get(digest)
+        if verdict is None or verdict["schedule"] != schedule_id(fastest):
+            out[digest] = fastest
+    return out
+
+
+def validate(imported, target, options, log: TuningLog, threads: int, note) -> Validation | None:
+    """Judge the unjudged records of `log` inside the model `imported`; None if none."""
+    from ..build import build
+
+    pending = unjudged(log.read())
+    if not pending:
+        return None
+    if options.precision == "bf16":
+        note("in-model check skipped: bfloat16 weights")  # numpy cannot hold them
+        return None
+    note(f"checking {len(pending)} tuned kernels inside the model (two builds, then timing)")
+    names = _workload_names(imported, target, options)
+    with_records = build(
+        imported, target, replace(options, db=str(log.path.parent)), log=log, judged=False
+    )
+    default = build(imported, target, replace(options, db=None))
+    times = _interleaved_profiles([with_records, default], _inputs(imported, options), threads)
+    verdicts, totals = [], [0.0, 0.0, 0.0]
+    for digest, record in pending.items():
+        kernels = [n for n, d in names.items() if d == digest]
+        rec, dft = (sum(t.get(n, 0.0) for n in kernels) for t in times)
+        if not kernels or rec == 0.0 or dft == 0.0:
+            continue  # not called by this model (a record from another one)
+        use = "record" if rec < dft * (1 - MARGIN) else "default"
+        totals = [totals[0] + dft, totals[1] + rec, totals[2] + (rec if use == "record" else dft)]
+        verdicts.append(
+            {
+                "kind": "verdict",
+                "workload": digest,
+                "schedule": schedule_id(record),
+                "use": use,
+                "name": kernels[0],
+                "in_model_us": {"record": round(rec * 1e6, 2), "default": round(dft * 1e6, 2)},
+            }
+        )
+    log.append(verdicts)
+    kept = sum(v["use"] == "record" for v in verdicts)
+    result = Validation(len(verdicts), kept, *(t * 1e3 for t in totals))
+    note(
+        f"in-model check: {kept} of {len(verdicts)} records kept; those kernels take "
+        f"{result.chosen_ms:.4g} ms (default schedules {result.default_ms:.4g} ms, "
+        f"fastest records alone {result.record_ms:.4g} ms)"
+    )
+    return result
+
+
+def _workload_names(imported, target, options) -> dict[str, str]:
+    """Kernel name -> MetaSchedule workload hash, for the kernels of the built model."""
+    import tvm
+    from tvm import tirx
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    from ..build import fusion_passes, prepare
+
+    mod, _weights = prepare(imported, options, target)
+    tvm_target = tvm.target.Target(target.target)
+    with tvm_target, tvm.transform.PassContext(opt_level=3):
+        fused = tvm.transform.Sequential(fusion_passes(tvm_target, options))(mod)
+    return {
+        gv.name_hint: str(ms.database.Workload(_normalize_mod(func)).as_json()[0])
+        for gv, func in fused.functions.items()
+        if isinstance(func, tirx.PrimFunc)
+    }
+
+
+def _inputs(imported, options) -> list[np.ndarray]:
+    """Random inputs at the largest declared size of each symbolic dim (else 1)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for info in imported.inputs:
+        shape = [
+            d if isinstance(d, int) else options.dim_ranges.get(d, (1, 1))[1] for d in info.shape
+        ]
+        if np.dtype(info.dtype).kind == "f":
+            out.append(rng.standard_normal(shape).astype(info.dtype))
+        else:
+            out.append(np.zeros(shape, info.dtype))  # valid indices and ids
+    return out
+
+
+def _interleaved_profiles(builds, inputs, threads: int) -> list[dict[str, float]]:
+    """Per build, kernel name -> median seconds per model call, the builds timed in turn."""
+    import tvm
+    from tvm import relax
+
+    tvm.get_global_func("runtime.config_threadpool")(0, threads)
+    dev = tvm.cpu()
+    runs = []
+    for built in builds:
+        vm = relax.VirtualMachine(built.executable, dev)
+        args = [tvm.runtime.tensor(x, dev) for x in inputs]
+        args += [tvm.runtime.tensor(w.array, dev) for w in built.weights]
+        runs.append((vm, args, _KernelTimes(vm)))
+    for vm, args, _ in runs:  # warm-up; the slower model decides the rounds
+        vm["main"](*args)
+    start = time.perf_counter()
+    for vm, args, _ in runs:
+        vm["main"](*args)
+    per_round = time.perf_counter() - start
+    rounds = max(_MIN_ROUNDS, min(50, int(_BUDGET_S / max(per_round, 1e-6))))
+    samples: list[dict[str, list[float]]] = [defaultdict(list) for _ in builds]
+    for i in range(rounds):
+        order = list(range(len(runs)))[:: 1 if i % 2 == 0 else -1]
+        for b in order:
+            vm, args, timer = runs[b]
+            for name, seconds in timer.call(vm, args).items():
+                samples[b][name].append(seconds)
+    return [{n: statistics.median(v) for n, v in s.items()} for s in samples]
+
+
+class _KernelTimes:
+    """The VM's per-call instrument: seconds per kernel name in one call of the model."""
+
+    def __init__(self, vm):
+        self.totals: dict[str, float] = defaultdict(float)
+        self.started = 0.0
+        vm.set_instrument(self._instrument)
+
+    def _instrument(self, _func, name, before_run, _ret, *_args):
+        now = time.perf_counter()
+        if before_run:
+            self.started = now
+        else:
+            self.totals[str(name)] += now - self.started
+        return 0  # VMInstrumentReturnKind.NO_OP
+
+    def call(self, vm, args) -> dict[str, float]:
+        self.totals = defaultdict(float)
+        vm["main"](*args)
+        return self.totals
