@@ -96,3 +96,67 @@ class Compress(OnnxOpConverter):
             keep = relax.op.concat([keep, pad], axis=0)
         positions = nonzero(bb, bb.emit(keep))
         return relax.op.take(data, relax.op.reshape(positions, (-1,)), axis=axis)
+
+
+def _row_order(bb, rows):
+    """(equal, less) as int32 0/1 [m, m] for the rows of [m, k]: less[j, i] when row j comes
+    before row i lexicographically. (0/1 ints, not bools: LLVM rejects TVM's fused i1 vector
+    logic.)"""
+    i32 = "int32"
+    if int(rows.ty.shape[1]) == 1:  # single elements (also: dlight fails on extent-1 sums)
+        a = relax.op.reshape(rows, (-1, 1))
+        b = relax.op.reshape(rows, (1, -1))
+        equal, less = relax.op.equal(a, b), relax.op.less(a, b)
+        return bb.emit(relax.op.astype(equal, i32)), bb.emit(relax.op.astype(less, i32))
+    a = relax.op.expand_dims(rows, 1)  # row j at [j, :, :]
+    b = relax.op.expand_dims(rows, 0)  # row i at [:, i, :]
+    differs = bb.emit(relax.op.astype(relax.op.not_equal(a, b), i32))
+    n_diff = bb.emit(relax.op.cumsum(differs, axis=2))
+    equal = relax.op.equal(relax.op.max(n_diff, axis=[2]), relax.const(0, i32))
+    first_diff = relax.op.multiply(
+        differs, relax.op.astype(relax.op.equal(n_diff, relax.const(1, i32)), i32)
+    )
+    decides = relax.op.multiply(first_diff, relax.op.astype(relax.op.less(a, b), i32))
+    less = relax.op.sum(decides, axis=[2])
+    return bb.emit(relax.op.astype(equal, i32)), bb.emit(less)
+
+
+@register("Unique")
+class Unique(OnnxOpConverter):
+    """Unique elements (or slices along axis): sorted or in order of first occurrence, with
+    first-occurrence indices, inverse indices and counts."""
+
+    @classmethod
+    def _impl_v11(cls, bb, inputs, attr, params):
+        x = inputs[0]
+        shape = _static_shape(x, "Unique")
+        axis = attr.get("axis")
+        if axis is None:
+            x = bb.emit(relax.op.reshape(x, (int(np.prod(shape)),)))
+            axis, shape = 0, [int(np.prod(shape))]
+        axis %= len(shape)
+        m = shape[axis]
+        moved = bb.emit(
+            relax.op.permute_dims(x, [axis, *(a for a in range(len(shape)) if a != axis)])
+        )
+        rows = bb.emit(relax.op.reshape(moved, (m, -1)))
+        equal, less = _row_order(bb, rows)
+        first = bb.emit(relax.op.argmax(equal, axis=0))
+        is_first = bb.emit(relax.op.equal(first, relax.const(np.arange(m), I64)))
+        if attr.get("sorted", 1):
+            first_rows = relax.op.expand_dims(relax.op.astype(is_first, "int32"), 1)
+            rank = relax.op.sum(relax.op.multiply(less, first_rows), axis=[0])
+            rank = relax.op.astype(rank, I64)
+        else:
+            order = relax.op.cumsum(relax.op.astype(is_first, I64), axis=0)
+            rank = relax.op.take(relax.op.subtract(order, relax.const(1, I64)), first, axis=0)
+        rank = bb.emit(rank)
+        slots, count = _kept_slots(bb, is_first, m)
+        slots = bb.emit(relax.op.where(is_first, rank, count))
+        n = _symbolic_count(bb, count, "unique_count")
+        indices = _compact(bb, slots, relax.const(np.arange(m), I64), n)
+        y = bb.emit(relax.op.take(x, indices, axis=axis))
+        counts = relax.op.scatter_elements(
+            relax.op.zeros(relax.ShapeExpr([n]), I64), rank, relax.op.ones((m,), I64), 0, "add"
+        )
+        return relax.Tuple([y, indices, rank, bb.emit(counts)])
