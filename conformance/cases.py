@@ -33,6 +33,7 @@ SHAPE_POSITIONS = {
     "OneHot": {1},
     "Split": {1},
     "CumSum": {1},
+    "CumProd": {1},
     "Range": {0, 1, 2},
     "ReduceSum": {1},
     "ReduceMean": {1},
@@ -150,7 +151,8 @@ def main_op(case: Case, model) -> str:
 
 def bindable_inputs(model) -> list[str]:
     """Graph inputs of integer (or bool) type that feed a shape/axes/count position, and the
-    float scales/roi of Resize and Upsample (they fix the output shape as sizes do)."""
+    float scales/roi of Resize and Upsample and the float depth of OneHot (they fix the output
+    shape as sizes do)."""
     import onnx
 
     ints = {
@@ -169,7 +171,7 @@ def bindable_inputs(model) -> list[str]:
     # from a shape input with integer arithmetic (nodes are in topological order).
     shape_values = set()
     for node in reversed(model.graph.node):
-        allowed = ints | floats if node.op_type in ("Resize", "Upsample") else ints
+        allowed = ints | floats if node.op_type in ("Resize", "Upsample", "OneHot") else ints
         for index in SHAPE_POSITIONS.get(node.op_type, ()):
             if index < len(node.input) and node.input[index] in allowed:
                 found.append(node.input[index])
