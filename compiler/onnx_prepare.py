@@ -70,7 +70,19 @@ def prepare(model):
     fold_constants(model)
     if unroll_loops(model):  # the copies of the body may fold further
         fold_constants(model)
+    if _unroll_scans(model):
+        fold_constants(model)
     return model
+
+
+def _unroll_scans(model) -> bool:
+    """Scan unrolls like Loop; its trip count is a static scan-input length."""
+    if not any(n.op_type == "Scan" for n in model.graph.node):
+        return False
+    from .onnx_fold import _static_shapes
+    from .onnx_scan import unroll_scans
+
+    return unroll_scans(model, _static_shapes(model))
 
 
 def _upgrade_opset(model):
