@@ -164,7 +164,8 @@ def bindable_inputs(model) -> list[str]:
     floats = {
         vi.name
         for vi in model.graph.input
-        if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        if vi.type.tensor_type.elem_type
+        in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
     }
     found = []
     # Values that flow into a shape position: expanded functions compute pads and slice starts
@@ -179,11 +180,15 @@ def bindable_inputs(model) -> list[str]:
                 shape_values.add(node.input[index])
         if node.op_type in _SHAPE_ARITHMETIC and shape_values.intersection(node.output):
             shape_values.update(node.input)
-    found += [name for name in ints if name in shape_values]
+    # Floats too: Range's expanded function computes its Loop's trip count from float bounds.
+    found += [name for name in ints | floats if name in shape_values]
     return sorted(set(found))
 
 
-_SHAPE_ARITHMETIC = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Concat", "Cast", "Neg", "Abs"}
+_SHAPE_ARITHMETIC = {
+    *("Add", "Sub", "Mul", "Div", "Max", "Min", "Concat", "Cast", "Neg", "Abs"),
+    *("Ceil", "Floor", "Round", "Relu"),
+}
 
 
 def compare_each(got: list, expected: list, count: str, item: str) -> str | None:
