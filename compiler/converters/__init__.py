@@ -38,6 +38,7 @@ def install() -> None:
 
     from . import activations, attention, control, losses, math_ops, norms, reductions, tensor_ops, misc, ml, normalization, rnn  # noqa: F401
     from . import image, pool, quant, resize, selection, tensor, tfidf  # noqa: F401
+    from . import recurrent, spectral  # noqa: F401
 
     tvm_map = onnx_frontend._get_convert_map
 
