@@ -9,8 +9,8 @@ size are constants themselves.
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
 import tvm
+from onnx import helper
 from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
