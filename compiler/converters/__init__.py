@@ -36,8 +36,10 @@ def install() -> None:
         return
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    from . import activations, attention, control, losses, math_ops, norms, reductions, tensor_ops, misc, ml, normalization, rnn  # noqa: F401
-    from . import image, quant, resize, selection, tensor  # noqa: F401
+    from . import activations, attention, control, misc, ml, normalization, rnn  # noqa: F401
+    from . import losses, math_ops, norms, reductions, tensor_ops  # noqa: F401
+    from . import image, pool, quant, resize, selection, tensor, tfidf  # noqa: F401
+    from . import recurrent, spectral  # noqa: F401
 
     tvm_map = onnx_frontend._get_convert_map
 
