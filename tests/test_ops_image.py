@@ -1,0 +1,140 @@
+"""mlc's converters for image, quantized, selection and text operators: each family compiled
+by mlc, run by the bundle's loader and compared with onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+from test_coverage import _check, _init, _model, _rand, _vi
+
+I64 = TensorProto.INT64
+U8 = TensorProto.UINT8
+
+
+def _out(name, rank, dtype=TensorProto.FLOAT):
+    """An output of known rank whose dims mlc works out."""
+    return helper.make_tensor_value_info(name, dtype, [f"{name}_{i}" for i in range(rank)])
+
+
+def test_resize_modes_with_axes_and_antialias(tmp_path):
+    """Three Resize nodes with constant scales/sizes: cubic antialias downsampling on two axes,
+    linear half_pixel_symmetric upsampling, nearest with a sizes aspect-ratio policy."""
+    nodes = [
+        helper.make_node(
+            "Resize", ["x", "", "s1"], ["a"], mode="cubic", antialias=1, axes=[2, 3],
+            cubic_coeff_a=-0.5, exclude_outside=1,
+        ),
+        helper.make_node(
+            "Resize", ["x", "", "s2"], ["b"], mode="linear",
+            coordinate_transformation_mode="half_pixel_symmetric",
+        ),
+        helper.make_node(
+            "Resize", ["x", "", "", "z3"], ["c"], mode="nearest", axes=[3, 2],
+            keep_aspect_ratio_policy="not_larger", nearest_mode="ceil",
+        ),
+    ]  # fmt: skip
+    inits = [
+        _init("s1", np.array([0.6, 0.45], np.float32)),
+        _init("s2", np.array([1, 1, 1.7, 2.3], np.float32)),
+        _init("z3", np.array([13, 5], np.int64)),
+    ]
+    outs = [_out("a", 4), _out("b", 4), _out("c", 4)]
+    model = _model(nodes, [_vi("x", [1, 2, 9, 11])], outs, inits, opset=19)
+    _check(tmp_path, model, {"x": _rand(1, 2, 9, 11)}, atol=1e-4)
+
+
+def test_quantized_matmul_and_conv(tmp_path):
+    nodes = [
+        helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"]),
+        helper.make_node(
+            "QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "bias"], ["c"],
+            pads=[1, 1, 1, 1], strides=[2, 1],
+        ),
+        helper.make_node("ConvInteger", ["x", "w", "xz"], ["ci"], group=1),
+    ]  # fmt: skip
+    rng = np.random.default_rng(1)
+    inits = [
+        _init("as", np.float32(0.02)),
+        _init("az", np.uint8(113)),
+        _init("b", rng.integers(0, 255, (5, 3), dtype=np.uint8)),
+        _init("bs", np.array([0.01, 0.03, 0.02], np.float32)),
+        _init("bz", np.array([120, 110, 130], np.uint8)),
+        _init("ys", np.float32(0.05)),
+        _init("yz", np.uint8(128)),
+        _init("xs", np.float32(0.04)),
+        _init("xz", np.uint8(100)),
+        _init("w", rng.integers(0, 255, (4, 2, 3, 3), dtype=np.uint8)),
+        _init("ws", np.array([0.01, 0.02, 0.015, 0.03], np.float32)),
+        _init("wz", np.uint8(127)),
+        _init("bias", np.array([10, -20, 30, 0], np.int32)),
+    ]
+    inputs = [_vi("a", [4, 5], U8), _vi("x", [1, 2, 6, 5], U8)]
+    outs = [_vi("y", [4, 3], U8), _out("c", 4, U8), _out("ci", 4, TensorProto.INT32)]
+    model = _model(nodes, inputs, outs, inits, opset=13)
+    feed = {
+        "a": rng.integers(0, 255, (4, 5), dtype=np.uint8),
+        "x": rng.integers(0, 255, (1, 2, 6, 5), dtype=np.uint8),
+    }
+    _check(tmp_path, model, feed, atol=0)
+
+
+def test_data_dependent_nonzero_compress_unique(tmp_path):
+    """Outputs whose length depends on the data, without TVM's Python-only packed functions."""
+    nodes = [
+        helper.make_node("NonZero", ["x"], ["nz"]),
+        helper.make_node("Compress", ["x", "keep"], ["kept"], axis=1),
+        helper.make_node("Unique", ["x"], ["u", "first", "inverse", "counts"], axis=0, sorted=1),
+        helper.make_node("Unique", ["x"], ["v"], sorted=0),
+    ]
+    outs = [
+        _out("nz", 2, I64),
+        _out("kept", 2),
+        _out("u", 2),
+        _out("first", 1, I64),
+        _out("inverse", 1, I64),
+        _out("counts", 1, I64),
+        _out("v", 1),
+    ]
+    inputs = [_vi("x", [4, 3]), _vi("keep", [3], TensorProto.BOOL)]
+    model = _model(nodes, inputs, outs, opset=13)
+    x = np.array([[1, 0, 2], [0, 0, 3], [1, 0, 2], [4, 4, 0]], np.float32)
+    got = _check(tmp_path, model, {"x": x, "keep": np.array([True, False, True])})
+    assert got["u"].shape == (3, 3) and got["nz"].shape == (2, 7)
+
+
+def test_crop_pad_col2im_maxpool_indices_pad_value(tmp_path):
+    nodes = [
+        helper.make_node("CenterCropPad", ["x", "shape"], ["crop"], axes=[2, 3]),
+        helper.make_node("Col2Im", ["cols", "image", "block"], ["img"], pads=[1, 0, 0, 1]),
+        helper.make_node("MaxPool", ["x"], ["mp", "idx"], kernel_shape=[3, 2], strides=[2, 2],
+                         pads=[1, 0, 1, 1], storage_order=1),
+        helper.make_node("Pad", ["x", "pads", "value"], ["padded"], mode="constant"),
+    ]  # fmt: skip
+    inits = [
+        _init("shape", np.array([3, 8], np.int64)),
+        _init("image", np.array([4, 5], np.int64)),
+        _init("block", np.array([2, 3], np.int64)),
+        _init("pads", np.array([0, 0, 1, 2, 0, 0, 2, 0], np.int64)),
+    ]
+    inputs = [_vi("x", [1, 2, 5, 6]), _vi("cols", [1, 12, 16]), _vi("value", [])]
+    outs = [_out(n, 4) for n in ("crop", "img", "mp", "padded")] + [_out("idx", 4, I64)]
+    model = _model(nodes, inputs, outs, inits, opset=19)
+    feed = {"x": _rand(1, 2, 5, 6), "cols": _rand(1, 12, 16), "value": np.array(-3.5, np.float32)}
+    _check(tmp_path, model, feed)
+
+
+def test_tfidf_vectorizer_and_dropout_mask(tmp_path):
+    nodes = [
+        helper.make_node(
+            "TfIdfVectorizer", ["t"], ["tfidf"], mode="TFIDF", min_gram_length=1,
+            max_gram_length=2, max_skip_count=2, ngram_counts=[0, 3],
+            ngram_indexes=[4, 0, 1, 2, 3], pool_int64s=[2, 3, 5, 5, 6, 3, 2],
+            weights=[0.5, 1.0, 2.0, 1.5, 3.0],
+        ),
+        helper.make_node("Dropout", ["x"], ["y", "mask"]),
+    ]  # fmt: skip
+    inputs = [_vi("t", [2, 7], TensorProto.INT32), _vi("x", [3, 4])]
+    outs = [_vi("tfidf", [2, 5]), _vi("y", [3, 4]), _vi("mask", [3, 4], TensorProto.BOOL)]
+    model = _model(nodes, inputs, outs, opset=13)
+    tokens = np.array([[2, 3, 5, 5, 6, 3, 2], [5, 6, 2, 3, 3, 2, 7]], np.int32)
+    _check(tmp_path, model, {"t": tokens, "x": _rand(3, 4)})
