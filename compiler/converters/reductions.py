@@ -33,20 +33,6 @@ def reduce_axes(inputs, attr, params, ndim: int) -> list[int] | None:
     return sorted(int(a) + ndim if int(a) < 0 else int(a) for a in axes)
 
 
-def _empty_fill(bb, x, axes, result, fill: float):
-    """`result`, or `fill` where the reduced axes hold no element (only checked when a
-    reduced dim is not known to be positive at compile time)."""
-    shape = x.ty.shape
-    axes = range(len(shape)) if axes is None else axes
-    unknown = [a for a in axes if not (isinstance(shape[a], tvm.tirx.IntImm) and shape[a] > 0)]
-    if not unknown:
-        return result
-    dims = bb.emit(relax.op.shape_to_tensor(relax.op.shape_of(x)))
-    picked = relax.op.take(dims, relax.const(np.array(unknown, "int64")), axis=0)
-    empty = bb.emit(relax.op.equal(relax.op.prod(picked), relax.const(0, "int64")))
-    return bb.emit(relax.op.where(empty, relax.const(fill, result.ty.dtype), result))
-
-
 def _extreme(bb, inputs, attr, params, largest: bool):
     x = inputs[0]
     axes = reduce_axes(inputs, attr, params, len(x.ty.shape))
@@ -62,7 +48,19 @@ def _extreme(bb, inputs, attr, params, largest: bool):
     result = bb.emit(op(x, axes, keepdims))
     if "float" not in str(x.ty.dtype):
         return result
-    return _empty_fill(bb, x, axes, result, -math.inf if largest else math.inf)
+    return _infinite_fill(bb, x, axes, keepdims, result, -math.inf if largest else math.inf)
+
+
+def _infinite_fill(bb, x, axes, keepdims: bool, result, edge: float):
+    """`result`, or `edge` (-inf for max) where every reduced element is `edge` or there is
+    none: TVM's max starts from the lowest finite value, so an all -inf row (a fully masked
+    attention row) would give -FLT_MAX."""
+    edge_value = relax.const(edge, result.ty.dtype)
+    live = relax.op.astype(relax.op.not_equal(x, edge_value), "int32")
+    count = relax.op.sum(live, axes, keepdims)
+    return bb.emit(
+        relax.op.where(relax.op.equal(count, relax.const(0, "int32")), edge_value, result)
+    )
 
 
 @register("ReduceMax")
