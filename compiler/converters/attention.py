@@ -1,4 +1,5 @@
-"""ONNX Attention (opsets 23-25): scaled dot-product attention with masks, KV cache, GQA.
+"""ONNX Attention (opsets 23-25): scaled dot-product attention with masks, KV cache, GQA; and
+RotaryEmbedding (opset 23).
 
 TVM's "Attention" converter is the com.microsoft contrib op (it needs `num_heads`); this is
 the standard one. Sequence lengths must be static: causal and sliding-window masks are built
@@ -168,3 +169,48 @@ def _static(dim) -> int:
             hint="pin the dim with --dim NAME=VALUE or --input-shape",
         )
     return value
+
+
+@register("RotaryEmbedding")
+class RotaryEmbedding(OnnxOpConverter):
+    """Rotates (x1, x2) pairs of each head by the cached angle of its position."""
+
+    @classmethod
+    def _impl_v23(cls, bb, inputs, attr, params):
+        x, cos, sin, positions = list(inputs) + [None] * (4 - len(inputs))
+        shape = x.ty.shape.values
+        if len(shape) == 3:  # [B, S, H*D] → [B, S, H, D]; the caches broadcast over H
+            heads = attr.get("num_heads", 0)
+            if not heads:
+                raise ModelError("RotaryEmbedding with 3-D input needs the num_heads attribute")
+            x = bb.emit(op.reshape(x, [*shape[:2], heads, _static(shape[2]) // heads]))
+            head_axis = 2
+        else:  # [B, H, S, D]
+            head_axis = 1
+        if positions is not None:
+            cos, sin = op.take(cos, positions, axis=0), op.take(sin, positions, axis=0)
+        cos = bb.emit(op.expand_dims(cos, [head_axis]))
+        sin = bb.emit(op.expand_dims(sin, [head_axis]))
+        head = _static(x.ty.shape.values[3])
+        dim = attr.get("rotary_embedding_dim", 0) or head
+        half = dim // 2
+        if attr.get("interleaved", 0):
+            x1 = op.strided_slice(x, axes=[3], begin=[0], end=[dim], strides=[2])
+            x2 = op.strided_slice(x, axes=[3], begin=[1], end=[dim], strides=[2])
+        else:
+            x1 = op.strided_slice(x, axes=[3], begin=[0], end=[half])
+            x2 = op.strided_slice(x, axes=[3], begin=[half], end=[dim])
+        x1, x2 = bb.emit(x1), bb.emit(x2)
+        real = op.subtract(op.multiply(cos, x1), op.multiply(sin, x2))
+        imag = op.add(op.multiply(sin, x1), op.multiply(cos, x2))
+        if attr.get("interleaved", 0):
+            pairs = bb.emit(op.stack([real, imag], axis=4))
+            rotated = op.reshape(pairs, [*pairs.ty.shape.values[:3], dim])
+        else:
+            rotated = op.concat([real, imag], axis=3)
+        if dim < head:
+            rotated = op.concat(
+                [rotated, op.strided_slice(x, axes=[3], begin=[dim], end=[head])], 3
+            )
+        y = bb.emit(rotated)
+        return op.reshape(y, list(shape)) if len(shape) == 3 else y
