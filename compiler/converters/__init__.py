@@ -38,8 +38,8 @@ def install() -> None:
 
     from . import activations, attention, control, misc, ml, normalization, rnn  # noqa: F401
     from . import losses, math_ops, norms, reductions, tensor_ops  # noqa: F401
-    from . import deform, image, pool, quant, resize, selection, tensor, tfidf  # noqa: F401
-    from . import recurrent, spectral  # noqa: F401
+    from . import deform, image, pool, quant, resize, selection, tensor, tfidf, trees  # noqa: F401
+    from . import recurrent, sequence, spectral  # noqa: F401
 
     tvm_map = onnx_frontend._get_convert_map
 
