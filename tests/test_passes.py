@@ -477,3 +477,93 @@ def test_convert_layout_puts_cpu_convs_in_nhwc_and_folds_weight_transposes():
     got = relax.transform.CanonicalizeBindings()(got)
     expected = relax.transform.CanonicalizeBindings()(conv(relax.BlockBuilder(), "NHWC"))
     tvm.ir.assert_structural_equal(got, expected, map_free_vars=True)
+
+
+def _nhwc_conv_module(size: int, stride: int = 1) -> tvm.IRModule:
+    w = np.random.default_rng(0).standard_normal((3, 3, 4, 8)).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((1, size, size, 4), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(
+                relax.op.nn.conv2d(
+                    x,
+                    relax.const(w),
+                    strides=stride,
+                    padding=1,
+                    data_layout="NHWC",
+                    kernel_layout="HWIO",
+                )
+            )
+            out = bb.emit_output(relax.op.nn.relu(y))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _calls(mod: tvm.IRModule) -> list[str]:
+    names = []
+
+    def visit(node):
+        if isinstance(node, relax.Call) and isinstance(node.op, tvm.ir.Op):
+            names.append(node.op.name)
+            if node.op.name == "relax.call_tir":
+                names.append(node.args[0].name_hint)
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return names
+
+
+def test_winograd_tile_algebra_is_a_3x3_correlation():
+    from compiler.passes.winograd import _AT, _BT, transformed_weights
+
+    rng = np.random.default_rng(1)
+    d, g = rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
+    u = transformed_weights(g.reshape(3, 3, 1, 1)).reshape(4, 4)
+    y = _AT @ (u * (_BT @ d @ _BT.T)) @ _AT.T
+    direct = [[np.sum(d[i : i + 3, j : j + 3] * g) for j in range(2)] for i in range(2)]
+    np.testing.assert_allclose(y, direct, rtol=1e-5, atol=1e-6)
+
+
+def test_winograd_rewrites_large_stride_1_convs_only():
+    from compiler.passes.winograd import Winograd
+
+    cpu = Winograd(tvm.target.Target({"kind": "llvm"}))
+    calls = _calls(cpu(_nhwc_conv_module(28)))
+    assert "winograd_input" in calls and "relax.matmul" in calls
+    assert "relax.nn.conv2d" not in calls
+    for small_or_strided in (_nhwc_conv_module(14), _nhwc_conv_module(28, stride=2)):
+        assert "relax.nn.conv2d" in _calls(cpu(small_or_strided))
+    cuda = Winograd(tvm.target.Target({"kind": "cuda"}))
+    assert "relax.nn.conv2d" in _calls(cuda(_nhwc_conv_module(28)))
+
+
+@pytest.mark.parametrize("size", [28, 29])  # 29: the last tile row and column are cropped
+def test_winograd_conv_matches_onnxruntime(tmp_path, size):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from compiler.api import compile_model, load_bundle
+    from compiler.options import CompileOptions
+    from compiler.reference import run_reference
+
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["y"]),
+        ],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, size, size])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    model = tmp_path / "conv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    compile_model(model, tmp_path / "b", CompileOptions(target="x86", dump_ir=str(tmp_path / "ir")))
+    assert any("winograd_input" in p.read_text() for p in (tmp_path / "ir").rglob("*Winograd*"))
+    x = rng.standard_normal((1, 8, size, size)).astype(np.float32)
+    expected = run_reference(model, {"x": x})["y"]
+    got = load_bundle(tmp_path / "b")(x=x)["y"]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -201,3 +201,28 @@ def test_kernels_with_extern_calls_are_left_to_the_fallback(tmp_path):
     got = load_bundle(bundle)(boxes=boxes, scores=scores)["sel"]
     expected = run_reference(path, {"boxes": boxes, "scores": scores})["sel"]
     np.testing.assert_array_equal(got, expected)
+
+
+def test_winograd_transforms_unroll_the_tile_and_vectorise_channels():
+    from compiler.passes.winograd import _AT, _BT, _input_transform, _output_transform
+
+    x, m = _random(1, 6, 6, 16), _random(16, 9, 16)
+    X = te.placeholder(x.shape, name="X")
+    M = te.placeholder(m.shape, name="M")
+    inputs = _schedule(cpu.WinogradTransform(), _func([X], _input_transform(X, 3, 3)))
+    outputs = _schedule(
+        cpu.WinogradTransform(), _func([M], topi.nn.relu(_output_transform(M, (1, 6, 6, 16), 3, 3)))
+    )
+    for func in (inputs, outputs):
+        assert {"parallel", "vectorized", "unroll"} <= _loop_kinds(func)
+    padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
+    tiles = np.stack(
+        [padded[0, 2 * r : 2 * r + 4, 2 * c : 2 * c + 4] for r in range(3) for c in range(3)]
+    )  # [9, 4, 4, C]
+    v = np.einsum("ai,pijc,bj->abpc", _BT, tiles, _BT).reshape(16, 9, 16)
+    np.testing.assert_allclose(_run(inputs, [x], (16, 9, 16)), v, rtol=1e-4, atol=1e-4)
+    y = np.einsum("ia,abpk,jb->pijk", _AT, m.reshape(4, 4, 9, 16), _AT)  # [9, 2, 2, K]
+    y = y.reshape(3, 3, 2, 2, 16).transpose(0, 2, 1, 3, 4).reshape(1, 6, 6, 16)
+    got = _run(outputs, [m], (1, 6, 6, 16))
+    np.testing.assert_allclose(got, np.maximum(y, 0), rtol=1e-4, atol=1e-4)
+    assert cpu.WinogradTransform().apply(_func([X], topi.nn.relu(X)), TARGET, False) is None

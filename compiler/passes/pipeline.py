@@ -6,7 +6,8 @@ Graph phases (`graph_passes`, run by build.prepare on the imported Relax module)
   safety     SafeIndexing
   precision  ToMixedPrecision, KeepFP32, ToBFloat16, FoldConstant, DeadCodeElimination
              (with --precision fp16|bf16; KeepFP32 with --keep-fp32)
-  layout     ConvertLayout (conv layouts the target's schedules prefer), FastMath (CPU)
+  layout     ConvertLayout (conv layouts the target's schedules prefer), Winograd (3x3
+             convs on CPU), FastMath (CPU)
   weights    ExtractWeights
 Lowering phases (`lowering_passes`, run inside tvm.compile by build.lowering_pipeline):
   fusion     library dispatch, LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
@@ -34,6 +35,7 @@ from .fold_batch_norm import FoldBatchNorm
 from .keep_fp32 import KeepFP32
 from .safe_indexing import SafeIndexing
 from .to_bfloat16 import ToBFloat16
+from .winograd import Winograd
 
 OPT_LEVELS = {
     0: "only what lowering needs: no folding, no fusion (one kernel per operator)",
@@ -76,6 +78,7 @@ def graph_steps(options: CompileOptions, target: tvm.target.Target) -> list[Step
         # ToMixedPrecision cannot read the call_tir kernels that the layout phase may emit.
         *_precision_steps(options),
         Step("layout", ConvertLayout(target), 2),
+        Step("layout", Winograd(target), 2),
         Step("layout", FastMath(target), 2),
         Step("weights", ExtractWeights(options.weight_threshold_bytes)),
     ]

@@ -306,3 +306,65 @@ class ParallelFallback(CPUScheduleRule):
                 sch.parallel(sch.fuse(*leading) if len(leading) > 1 else leading[0])
                 changed = True
         return sch if changed else None
+
+
+class WinogradTransform(CPUScheduleRule):
+    """The input and output transforms of passes/winograd.py (blocks named winograd_*), with
+    what FuseOps fused into them: one parallel task per tile row, the 4x4 (or 2x2) positions of
+    a tile unrolled so that their transform coefficients fold to constants, the channels
+    vectorised."""
+
+    @_fits
+    def apply(self, sch, blocks, target):
+        names = [sch.get(b.block_rv).name_hint for b in blocks]
+        if "winograd_input" not in names and "winograd_output" not in names:
+            return None
+        if not all(_spatial(b) for b in blocks):
+            return None
+        lanes = vector_lanes(target)
+        for block in _inline_around_transforms(sch, blocks):
+            name = sch.get(block.block_rv).name_hint
+            loops = sch.get_loops(block.block_rv)
+            if name == "winograd_input" and len(loops) == 3:  # position, tile, channel
+                position, tile, channel = loops
+                sch.reorder(tile, position, channel)
+                sch.parallel(tile)
+                sch.unroll(position)
+                _vectorise_inner(sch, channel, lanes)
+            elif name == "winograd_output" and len(loops) >= 3:  # [n,] row, col, k
+                *lead, row, col, channel = loops  # (a batch of 1 has no loop)
+                tile_row, i = sch.split(row, factors=[None, 2])
+                tile_col, j = sch.split(col, factors=[None, 2])
+                sch.reorder(*lead, tile_row, tile_col, i, j, channel)
+                sch.parallel(sch.fuse(*lead, tile_row) if lead else tile_row)
+                sch.unroll(i)
+                sch.unroll(j)
+                _vectorise_inner(sch, channel, lanes)
+            else:
+                schedule_injective(sch, block.block_rv, lanes)
+        return sch
+
+
+def _inline_around_transforms(sch, blocks) -> list:
+    """Inline padding, bias, activation and layout blocks into the transforms; never one
+    transform into another (an output transform inlined into the next conv's input transform
+    would be recomputed for each of the 16 reads of every pixel)."""
+    kept = []
+    for block in blocks:
+        if sch.get(block.block_rv).name_hint.startswith("winograd_"):
+            kept.append(block)
+            continue
+        try:
+            sch.compute_inline(block.block_rv)
+        except s_tir.ScheduleError:
+            try:
+                sch.reverse_compute_inline(block.block_rv)
+            except s_tir.ScheduleError:
+                kept.append(block)
+    return kept
+
+
+def _vectorise_inner(sch, loop, lanes: int) -> None:
+    extent = _extent(sch, loop)
+    if extent and extent % lanes == 0:
+        sch.vectorize(sch.split(loop, factors=[None, lanes])[1])

@@ -13,6 +13,7 @@ def default_schedules(target: tvm.target.Target) -> tvm.transform.Pass:
     schedules it."""
     if target.kind.name == "llvm":
         return dlight.ApplyDefaultSchedule(
+            cpu.WinogradTransform(),  # passes/winograd.py's transforms (before Injective)
             dlight.cpu.GEMV(),  # inner-reduction GEMV (weights stored [N, K])
             cpu.TiledReduction(),
             cpu.Injective(),
