@@ -116,7 +116,7 @@ class CausalConvWithState(OnnxOpConverter):
         k = _static(weight.ty.shape.values[2], "CausalConvWithState")
         if past is None:
             shape = [_static(batch, "CausalConvWithState"), _static(channels, "C"), k - 1]
-            past = relax.const(np.zeros(shape, str(x.ty.dtype)))
+            past = relax.const(np.zeros(shape, str(x.ty.dtype)), str(x.ty.dtype))
         padded = bb.emit(op.concat([past, x], axis=2)) if k > 1 else x
         # float32 accumulation, rounded once to the input dtype (as the reference does)
         f32 = [bb.emit(op.astype(t, "float32")) for t in (padded, weight)]

@@ -55,7 +55,7 @@ def _tables(n_in: int, length: int, bins: int, inverse: bool):
 
 def _spectrum(bb, re, im, tables, dtype: str):
     """(re + i·im) @ (cos + i·sin) as (real, imag), both [..., bins]."""
-    cos, sin = (relax.const(t.astype(dtype)) for t in tables)
+    cos, sin = (relax.const(t.astype(dtype), dtype) for t in tables)
     real = op.matmul(re, cos)
     imag = op.matmul(re, sin)
     if im is not None:
@@ -190,7 +190,7 @@ def _window_converter(name: str, coefficients: tuple[float, ...]):
             values = np.zeros(size)
             for m, a in enumerate(coefficients):
                 values += (-1) ** m * a * np.cos(2 * np.pi * m * n / span) if span else a
-            return relax.const(values.astype(dtype))
+            return relax.const(values.astype(dtype), np.dtype(dtype).name)
 
     Window.__name__ = name
     return register(name)(Window)
