@@ -53,6 +53,11 @@ def _fold_round(model, shapes: dict[str, tuple[int, ...]]) -> bool:
     opsets = {o.domain: o.version for o in model.opset_import}
     kept, changed = [], False
     for node in graph.node:
+        branch = _inline_if(graph, node, consts) if node.op_type == "If" else None
+        if branch is not None:
+            kept.extend(branch)
+            changed = True
+            continue
         values = _fold_node(node, consts, inputs, shapes, opsets)
         if values is None:
             kept.append(node)
@@ -67,6 +72,27 @@ def _fold_round(model, shapes: dict[str, tuple[int, ...]]) -> bool:
         del graph.node[:]
         graph.node.extend(kept)
     return changed
+
+
+def _inline_if(graph, node, consts) -> list | None:
+    """The nodes of the branch an If with a constant condition takes (its initializers as
+    Constants, Identity nodes onto the If's outputs); None if the condition is not constant
+    or a name the branch defines is already taken in the graph."""
+    from onnx import helper, numpy_helper
+
+    if node.input[0] not in consts:
+        return None
+    taken = {v.name for v in graph.input} | set(consts) | {o for n in graph.node for o in n.output}
+    chosen = bool(numpy_helper.to_array(consts[node.input[0]]).reshape(-1)[0])
+    wanted = "then_branch" if chosen else "else_branch"
+    branch = next(a.g for a in node.attribute if a.name == wanted)
+    defined = {o for n in branch.node for o in n.output} | {t.name for t in branch.initializer}
+    if defined & taken:
+        return None
+    nodes = [helper.make_node("Constant", [], [t.name], value=t) for t in branch.initializer]
+    nodes += list(branch.node)
+    outputs = zip(branch.output, node.output)
+    return nodes + [helper.make_node("Identity", [b.name], [o]) for b, o in outputs if o]
 
 
 def _fold_node(node, consts, inputs, shapes, opsets) -> list | None:

@@ -134,18 +134,23 @@ def _read_value(path: Path, value_info):
     return numpy_helper.to_array(onnx.TensorProto.FromString(data))
 
 
+def expanded_base(case: Case):
+    """The model of the case an `_expanded` case expands (same inputs, one node), or None."""
+    if "_expanded" not in case.name:
+        return None
+    import onnx
+
+    base = case.dir.parent / case.name.split("_expanded")[0] / "model.onnx"
+    return onnx.load(str(base), load_external_data=False) if base.is_file() else None
+
+
 def main_op(case: Case, model) -> str:
     """The operator a case tests: its single node, or the op of the case it expands."""
     if len(model.graph.node) == 1:
         return model.graph.node[0].op_type
-    if "_expanded" in case.name:
-        import onnx
-
-        base = case.dir.parent / case.name.split("_expanded")[0] / "model.onnx"
-        if base.is_file():
-            nodes = onnx.load(str(base), load_external_data=False).graph.node
-            if len(nodes) == 1:
-                return nodes[0].op_type
+    base = expanded_base(case)
+    if base is not None and len(base.graph.node) == 1:
+        return base.graph.node[0].op_type
     return model.graph.node[-1].op_type if model.graph.node else "?"
 
 

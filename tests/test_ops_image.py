@@ -138,3 +138,25 @@ def test_tfidf_vectorizer_and_dropout_mask(tmp_path):
     model = _model(nodes, inputs, outs, opset=13)
     tokens = np.array([[2, 3, 5, 5, 6, 3, 2], [5, 6, 2, 3, 3, 2, 7]], np.int32)
     _check(tmp_path, model, {"t": tokens, "x": _rand(3, 4)})
+
+
+def test_constant_if_is_inlined_and_scalar_unsqueeze_axes(tmp_path):
+    """An If on a constant condition becomes its branch before import (expanded functions such
+    as AffineGrid's branch on the rank of a bound size input)."""
+    then = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["x", "axis"], ["t"])], "then", [], [_out("t", 3)]
+    )
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [], [_out("e", 2)])
+    nodes = [
+        helper.make_node("Size", ["shape"], ["rank"]),
+        helper.make_node("Equal", ["rank", "two"], ["is_2d"]),
+        helper.make_node("If", ["is_2d"], ["y"], then_branch=then, else_branch=other),
+    ]
+    inits = [
+        _init("shape", np.array([2, 3], np.int64)),
+        _init("two", np.int64(2)),
+        _init("axis", np.int64(-1)),
+    ]
+    model = _model(nodes, [_vi("x", [2, 3])], [_out("y", 3)], inits, opset=13)
+    got = _check(tmp_path, model, {"x": _rand(2, 3)})
+    assert got["y"].shape == (2, 3, 1)

@@ -114,3 +114,16 @@ class Dropout(OnnxOpConverter):
         if keep is None:
             keep = relax.op.ones(y.ty.shape, "bool")
         return relax.Tuple([y, keep])
+
+
+@register("Unsqueeze")
+class Unsqueeze(onnx_frontend.Unsqueeze):
+    """TVM's Unsqueeze, plus a scalar axes tensor (onnxruntime accepts one; functions such as
+    AffineGrid's expansion use it)."""
+
+    @classmethod
+    def _impl_v13(cls, bb, inputs, attr, params):
+        axes = constant_array(inputs[1]) if len(inputs) > 1 else None
+        if axes is not None and axes.ndim == 0:
+            inputs = [inputs[0], relax.const(axes.reshape(1).astype("int64"), "int64")]
+        return super()._impl_v13(bb, inputs, attr, params)
