@@ -199,3 +199,62 @@ def _window_converter(name: str, coefficients: tuple[float, ...]):
 _window_converter("HannWindow", (0.5, 0.5))
 _window_converter("HammingWindow", (25.0 / 46.0, 21.0 / 46.0))
 _window_converter("BlackmanWindow", (0.42, 0.5, 0.08))
+
+
+@register("MelWeightMatrix")
+class MelWeightMatrix(OnnxOpConverter):
+    """Triangular filters [dft_length // 2 + 1, num_mel_bins] between mel-spaced bin edges; the
+    three counts are constants, the edge frequencies may be run-time values."""
+
+    @classmethod
+    def _impl_v17(cls, bb, inputs, attr, params):
+        mels, length, rate = (
+            int(_const(x, "MelWeightMatrix", what))
+            for x, what in zip(inputs[:3], ("num_mel_bins", "dft_length", "sample_rate"))
+        )
+        lower, upper = (bb.emit(op.astype(x, "float32")) for x in inputs[3:5])
+
+        def to_mel(hz):  # 2595 * log10(1 + hz / 700), in float32 as the reference computes it
+            ratio = op.add(relax.const(1.0, "float32"), op.divide(hz, relax.const(700.0)))
+            return op.multiply(relax.const(2595.0 / np.log(10), "float32"), op.log(ratio))
+
+        low, high = bb.emit(to_mel(lower)), bb.emit(to_mel(upper))
+        step = op.astype(op.divide(op.subtract(high, low), relax.const(mels + 2.0)), "float64")
+        edges = relax.const(np.arange(mels + 2, dtype=np.float64), "float64")
+        edges = op.add(op.multiply(edges, step), op.astype(low, "float64"))
+        hz = op.multiply(
+            relax.const(700.0, "float64"),
+            op.subtract(
+                op.exp(op.multiply(edges, relax.const(np.log(10) / 2595, "float64"))),
+                relax.const(1.0, "float64"),
+            ),
+        )
+        bins = op.floor(
+            op.divide(
+                op.multiply(hz, relax.const(length + 1.0, "float64")),
+                relax.const(float(rate), "float64"),
+            )
+        )
+        bins = bb.emit(op.astype(bins, "int64"))
+        left, center, right = (
+            op.strided_slice(bins, axes=[0], begin=[i], end=[i + mels]) for i in range(3)
+        )
+        left, center, right = bb.emit(left), bb.emit(center), bb.emit(right)
+        j = relax.const(np.arange(length // 2 + 1, dtype=np.int64).reshape(-1, 1), "int64")
+        one = relax.const(1, "int64")
+        rising = op.divide(
+            op.astype(op.subtract(j, left), "float64"),
+            op.astype(op.maximum(op.subtract(center, left), one), "float64"),
+        )
+        rising = op.where(op.equal(center, left), op.astype(op.equal(j, center), "float64"), rising)
+        falling = op.divide(
+            op.astype(op.subtract(right, j), "float64"),
+            op.astype(op.maximum(op.subtract(right, center), one), "float64"),
+        )
+        zero = relax.const(0.0, "float64")
+        out = op.where(
+            op.logical_and(op.less_equal(left, j), op.less_equal(j, center)), rising, zero
+        )
+        out = op.where(op.logical_and(op.less_equal(center, j), op.less(j, right)), falling, out)
+        dtype = helper.tensor_dtype_to_np_dtype(attr.get("output_datatype", 1)).name
+        return bb.emit(op.astype(out, dtype))
