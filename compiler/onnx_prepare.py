@@ -65,6 +65,7 @@ def prepare(model):
     from .onnx_loops import unroll_loops
 
     _check_io_types(model.graph)
+    _unroll_scans(model, before_upgrade=True)  # the version converter mangles Scan-8
     model = _upgrade_opset(model)
     _normalise_constants(model.graph)
     fold_constants(model)
@@ -75,9 +76,12 @@ def prepare(model):
     return model
 
 
-def _unroll_scans(model) -> bool:
+def _unroll_scans(model, before_upgrade: bool = False) -> bool:
     """Scan unrolls like Loop; its trip count is a static scan-input length."""
     if not any(n.op_type == "Scan" for n in model.graph.node):
+        return False
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if before_upgrade and opset >= UPGRADE_BELOW:
         return False
     from .onnx_fold import _static_shapes
     from .onnx_scan import unroll_scans

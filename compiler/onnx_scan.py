@@ -26,13 +26,9 @@ def unroll_scans(model, shapes: dict[str, tuple[int, ...]]) -> bool:
             nodes.append(node)
             continue
         if opset < 9:
-            raise ModelError(
-                f"Scan {node.name or '<unnamed>'!r} of opset {opset} (with a batch axis) is not "
-                "supported: mlc unrolls Scan of opset 9 or newer",
-                hint="upgrade the model with onnx.version_converter",
-            )
-        unroller = _ScanUnroller(node, f"{index}", opset >= 13)
-        new_nodes, new_inits = unroller.unroll(shapes)
+            new_nodes, new_inits = _unroll_batched(node, f"{index}", shapes)
+        else:
+            new_nodes, new_inits = _ScanUnroller(node, f"{index}", opset >= 13).unroll(shapes)
         nodes.extend(new_nodes)
         inits.extend(new_inits)
         changed = True
@@ -147,3 +143,51 @@ class _ScanUnroller:
 def _ints(attrs, name: str, count: int, default: int) -> list[int]:
     values = list(attrs[name].ints) if name in attrs else []
     return values or [default] * count
+
+
+def _unroll_batched(node, tag: str, shapes):
+    """Scan-8: every input has a leading batch axis and the body sees one batch entry; each
+    entry is unrolled as a Scan-9 over its slices, and the results stacked on axis 0."""
+    from onnx import helper, numpy_helper
+
+    if node.input[0]:
+        raise ModelError(
+            f"Scan {node.name or '<unnamed>'!r} with sequence_lens is not supported: mlc "
+            "unrolls scans of one static length"
+        )
+    attrs = {a.name: a for a in node.attribute}
+    values = list(node.input[1:])
+    batch = shapes.get(values[-1], (None,))[0]
+    if batch is None:
+        raise ModelError(f"Scan {node.name or '<unnamed>'!r} needs a static batch size")
+    nodes, inits = [], []
+    outs: list[list[str]] = [[] for _ in node.output]
+    for b in range(batch):
+        index = f"{node.output[0]}__scan{tag}_b{b}"
+        inits.append(numpy_helper.from_array(np.array(b, np.int64), index))
+        views = [f"{v}__b{b}" for v in values]
+        for value, view in zip(values, views):
+            nodes.append(helper.make_node("Gather", [value, index], [view], axis=0))
+            if value in shapes:
+                shapes[view] = shapes[value][1:]
+        names = [f"{o}__b{b}" if o else "" for o in node.output]
+        step = helper.make_node(
+            "Scan", views, names, body=attrs["body"].g, num_scan_inputs=attrs["num_scan_inputs"].i
+        )
+        if "directions" in attrs:
+            step.attribute.append(
+                helper.make_attribute("scan_input_directions", list(attrs["directions"].ints))
+            )
+        more_nodes, more_inits = _ScanUnroller(step, f"{tag}b{b}", False).unroll(shapes)
+        nodes.extend(more_nodes)
+        inits.extend(more_inits)
+        for k, name in enumerate(names):
+            outs[k].append(name)
+    for out, parts in zip(node.output, outs):
+        if out:
+            unsq = [f"{p}__unsq" for p in parts]
+            nodes.extend(
+                helper.make_node("Unsqueeze", [p], [u], axes=[0]) for p, u in zip(parts, unsq)
+            )
+            nodes.append(helper.make_node("Concat", unsq, [out], axis=0))
+    return nodes, inits
