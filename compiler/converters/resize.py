@@ -121,11 +121,15 @@ def _resize_axis(bb, x, axis: int, table, opts: dict):
     dtype = str(x.ty.dtype)
     if idx.shape[1] == 1:
         out = bb.emit(relax.op.take(x, relax.const(idx[:, 0]), axis=axis))
-    else:
-        gathered = bb.emit(relax.op.take(x, relax.const(idx), axis=axis))
-        shape = (1,) * axis + weights.shape + (1,) * (ndim - axis - 1)
-        w = relax.const(weights.reshape(shape).astype(dtype), dtype)
-        out = bb.emit(relax.op.sum(relax.op.multiply(gathered, w), axis=[axis + 1]))
+    else:  # one gather per tap and a weighted sum: injective ops that fuse into one kernel
+        shape = (1,) * axis + (-1,) + (1,) * (ndim - axis - 1)
+        out = None
+        for tap in range(idx.shape[1]):
+            gathered = relax.op.take(x, relax.const(idx[:, tap]), axis=axis)
+            w = relax.const(weights[:, tap].reshape(shape).astype(dtype), dtype)
+            term = relax.op.multiply(gathered, w)
+            out = term if out is None else relax.op.add(out, term)
+        out = bb.emit(out)
     if outside is not None and outside.any():
         mask = relax.const(outside.reshape((1,) * axis + (-1,) + (1,) * (ndim - axis - 1)))
         fill = relax.const(np.array(opts["extrapolation_value"], dtype=dtype), dtype)
