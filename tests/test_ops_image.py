@@ -160,3 +160,18 @@ def test_constant_if_is_inlined_and_scalar_unsqueeze_axes(tmp_path):
     model = _model(nodes, [_vi("x", [2, 3])], [_out("y", 3)], inits, opset=13)
     got = _check(tmp_path, model, {"x": _rand(2, 3)})
     assert got["y"].shape == (2, 3, 1)
+
+
+def test_resize10_and_upsample_keep_their_semantics_through_the_opset_upgrade(tmp_path):
+    """onnx's version converter turns them into Resize-11 with half_pixel sampling; mlc keeps
+    the asymmetric sampling and the rounding onnxruntime uses."""
+    nodes = [
+        helper.make_node("Resize", ["x", "down"], ["a"], mode="nearest"),
+        helper.make_node("Resize", ["x", "up"], ["b"], mode="linear"),
+    ]
+    inits = [
+        _init("down", np.array([1, 1, 0.6, 0.75], np.float32)),
+        _init("up", np.array([1, 1, 2.5, 1.7], np.float32)),
+    ]
+    model = _model(nodes, [_vi("x", [1, 2, 7, 9])], [_out("a", 4), _out("b", 4)], inits, opset=10)
+    _check(tmp_path, model, {"x": _rand(1, 2, 7, 9)})
