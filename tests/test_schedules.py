@@ -226,3 +226,27 @@ def test_winograd_transforms_unroll_the_tile_and_vectorise_channels():
     got = _run(outputs, [m], (1, 6, 6, 16))
     np.testing.assert_allclose(got, np.maximum(y, 0), rtol=1e-4, atol=1e-4)
     assert cpu.WinogradTransform().apply(_func([X], topi.nn.relu(X)), TARGET, False) is None
+
+
+def test_gemv_rule_declines_what_its_analysis_cannot_read(tmp_path):
+    """dlight's GEMV asserts on a reduction that reads a broadcast of its own result (log-sum-
+    exp's max); the default rules must decline it and schedule it otherwise."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from compiler.api import compile_model, load_bundle
+    from compiler.options import CompileOptions
+
+    node = helper.make_node("ReduceLogSumExp", ["x"], ["y"], axes=[-1], keepdims=1)
+    graph = helper.make_graph(
+        [node],
+        "lse",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 1])],
+    )
+    model = tmp_path / "lse.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    compile_model(model, tmp_path / "b", CompileOptions(target="x86"))
+    x = _random(4, 6)
+    expected = np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    np.testing.assert_allclose(load_bundle(tmp_path / "b")(x=x)["y"], expected, rtol=1e-5)
