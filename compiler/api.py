@@ -287,11 +287,14 @@ def read_inputs(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def run_model(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Call a loaded model, turning the loader's input errors into usage errors."""
+    """Call a loaded model, turning the loader's input errors into usage errors; a sequence
+    output's items come back as NAME[0], NAME[1], ..."""
+    from .reference import flatten_sequences
+
     if "" in inputs:  # a single .npy input: bind it positionally
-        return model(inputs[""])
+        return flatten_sequences(model(inputs[""]))
     try:
-        return model(**inputs)
+        return flatten_sequences(model(**inputs))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -192,6 +192,8 @@ def _target_detail(target: dict) -> str:
 
 
 def _fmt_tensor(t: dict) -> str:
+    if "items" in t:  # a sequence output
+        return f"{t['name']} sequence of {len(t['items'])} tensors"
     return f"{t['name']} {t['dtype']}[{', '.join(str(d) for d in t['shape'])}]"
 
 

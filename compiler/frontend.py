@@ -24,9 +24,13 @@ class TensorInfo:
     name: str
     shape: tuple[int | str, ...]
     dtype: str
+    items: tuple[TensorInfo, ...] | None = None  # a sequence output: one entry per tensor
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        data = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.items is not None:
+            data["items"] = [t.to_json() for t in self.items]
+        return data
 
 
 @dataclass(frozen=True)
@@ -281,19 +285,30 @@ def _output_infos(func, onnx_outputs: tuple[TensorInfo, ...]) -> tuple[TensorInf
     from tvm.ir import TupleType
 
     ret = func.ret_ty
-    fields = ret.fields if isinstance(ret, TupleType) else [ret]
+    fields = [ret] if len(onnx_outputs) == 1 else ret.fields
     infos = []
     for onnx_out, field in zip(onnx_outputs, fields):
-        shape_expr = getattr(field, "shape", None)
-        ndim = getattr(field, "ndim", -1)
-        if shape_expr is not None and hasattr(shape_expr, "values"):
-            shape = tuple(_dim(d) for d in shape_expr.values)
-        elif ndim >= 0:  # data-dependent sizes (NonZero, Range): known only when it runs
-            shape = tuple(f"{_identifier(onnx_out.name)}_dim{axis}" for axis in range(ndim))
+        if isinstance(field, TupleType):  # a sequence output: the loader returns a list
+            items = tuple(
+                _field_info(f"{onnx_out.name}_{i}", f) for i, f in enumerate(field.fields)
+            )
+            dtype = items[0].dtype if items else onnx_out.dtype
+            infos.append(TensorInfo(onnx_out.name, (), dtype, items))
         else:
-            raise ModelError(f"output {onnx_out.name!r} is not a tensor of known rank")
-        infos.append(TensorInfo(onnx_out.name, shape, str(field.dtype)))
+            infos.append(_field_info(onnx_out.name, field))
     return tuple(infos)
+
+
+def _field_info(name: str, field) -> TensorInfo:
+    shape_expr = getattr(field, "shape", None)
+    ndim = getattr(field, "ndim", -1)
+    if shape_expr is not None and hasattr(shape_expr, "values"):
+        shape = tuple(_dim(d) for d in shape_expr.values)
+    elif ndim >= 0:  # data-dependent sizes (NonZero, Range): known only when it runs
+        shape = tuple(f"{_identifier(name)}_dim{axis}" for axis in range(ndim))
+    else:
+        raise ModelError(f"output {name!r} is not a tensor of known rank")
+    return TensorInfo(name, shape, str(field.dtype))
 
 
 def _dim(expr) -> int | str:

@@ -138,13 +138,18 @@ def _check_io_types(graph) -> None:
         for value in values:
             if value.name in weights:
                 continue
-            which = value.type.WhichOneof("value")
-            if which != "tensor_type":
+            vtype = value.type
+            which = vtype.WhichOneof("value")
+            if which == "sequence_type" and kind == "output":  # a sequence of tensors: a list
+                vtype = vtype.sequence_type.elem_type
+                which = "sequence of " + str(vtype.WhichOneof("value"))
+            if which not in ("tensor_type", "sequence of tensor_type"):
                 raise ModelError(
                     f"{kind} {value.name!r} is of type {which.replace('_type', '')}: "
-                    f"{which.replace('_type', '')} {kind}s are not supported (only tensors)"
+                    f"{which.replace('_type', '')} {kind}s are not supported (only tensors"
+                    + (", and sequences of tensors as outputs)" if kind == "output" else ")")
                 )
-            name = TensorProto.DataType.Name(value.type.tensor_type.elem_type).lower()
+            name = TensorProto.DataType.Name(vtype.tensor_type.elem_type).lower()
             if any(name.startswith(bad) for bad in _UNSUPPORTED_IO):
                 raise ModelError(
                     f"{kind} {value.name!r} has dtype {name}: {name} {kind}s are not supported "

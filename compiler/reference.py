@@ -55,7 +55,18 @@ def run_reference(
     """The model's outputs according to onnxruntime."""
     session = ort_session(model_path, threads)
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, inputs)))
+    return flatten_sequences(dict(zip(names, session.run(names, inputs))))
+
+
+def flatten_sequences(outputs: dict) -> dict[str, np.ndarray]:
+    """Sequence outputs (lists of arrays) as one entry per item, named NAME[i]."""
+    flat = {}
+    for name, value in outputs.items():
+        if isinstance(value, list | tuple):
+            flat.update({f"{name}[{i}]": np.asarray(item) for i, item in enumerate(value)})
+        else:
+            flat[name] = value
+    return flat
 
 
 def compare(
@@ -65,11 +76,10 @@ def compare(
     diffs: dict[str, float] = {}
     mismatches = []
     for name, ref in expected.items():
-        out = got[name]
-        if out.shape != ref.shape or out.dtype != ref.dtype:
-            reason = (
-                f"got {out.dtype}{list(out.shape)}, onnxruntime gives {ref.dtype}{list(ref.shape)}"
-            )
+        out = got.get(name)
+        if out is None or out.shape != ref.shape or out.dtype != ref.dtype:
+            shown = "nothing" if out is None else f"{out.dtype}{list(out.shape)}"
+            reason = f"got {shown}, onnxruntime gives {ref.dtype}{list(ref.shape)}"
             mismatches.append(
                 Mismatch(name, (), float("nan"), float("nan"), float("inf"), 0, 0, reason)
             )

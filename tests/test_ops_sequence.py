@@ -8,7 +8,10 @@ import pytest
 from onnx import TensorProto, helper
 from test_coverage import _check, _init, _model, _rand, _vi
 
+from compiler.api import compile_model, load_bundle, run_model
 from compiler.errors import ModelError
+from compiler.options import CompileOptions
+from compiler.reference import compare, run_reference
 
 I64 = TensorProto.INT64
 
@@ -173,9 +176,6 @@ def test_reverse_sequence_tensor_scatter_and_fully_masked_max(tmp_path):
 
 
 def test_scan_over_a_dynamic_length_is_a_clear_error(tmp_path):
-    from compiler.api import compile_model
-    from compiler.options import CompileOptions
-
     body = helper.make_graph(
         [helper.make_node("Add", ["a", "r"], ["b"])],
         "body",
@@ -188,3 +188,24 @@ def test_scan_over_a_dynamic_length_is_a_clear_error(tmp_path):
     path.write_bytes(model.SerializeToString())
     with pytest.raises(ModelError, match="whose shape is not static"):
         compile_model(path, tmp_path / "bundle", CompileOptions())
+
+
+@pytest.mark.slow
+def test_split_to_sequence_output_is_a_list(tmp_path):
+    node = helper.make_node("SplitToSequence", ["x", "split"], ["parts"], axis=1)
+    parts = helper.make_tensor_sequence_value_info("parts", TensorProto.FLOAT, None)
+    model = _model(
+        [node], [_vi("x", [2, 5])], [parts], [_init("split", np.array([2, 3], np.int64))]
+    )
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    bundle = compile_model(path, tmp_path / "bundle", CompileOptions()).bundle
+    x = _rand(2, 5)
+    model = load_bundle(bundle)
+    got = model(x=x)["parts"]
+    assert isinstance(got, list) and len(got) == 2
+    np.testing.assert_array_equal(got[0], x[:, :2])
+    np.testing.assert_array_equal(got[1], x[:, 2:])
+    flat = run_model(model, {"x": x})  # what `mlc run` shows, saves and checks
+    assert list(flat) == ["parts[0]", "parts[1]"]
+    assert compare(flat, run_reference(path, {"x": x}), rtol=1e-6, atol=0).ok

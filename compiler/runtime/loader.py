@@ -7,6 +7,7 @@ compiler package.
     from loader import load
     model = load("build/resnet")          # verifies, loads model.so and the bundled runtime
     outputs = model(data=x)               # dict: output name -> numpy array
+                                          # (a list of arrays for an ONNX sequence output)
 """
 
 from __future__ import annotations
@@ -297,7 +298,7 @@ class Model:
             tensors.append(tensor)
         result = state.main(*tensors, *self._weights)
         results = [result] if len(self.outputs) == 1 else list(result)
-        return {n: transfer.to_host(t) for n, t in zip(self.output_names, results)}
+        return {n: _host(transfer, t) for n, t in zip(self.output_names, results)}
 
     def _arrange(self, args: tuple, kwargs: dict) -> list[Any]:
         specs = self.inputs
@@ -422,9 +423,19 @@ class _ThreadState:
         return staged[1]
 
 
-def _to_numpy(tensor: Any, inputs: list[Any]) -> np.ndarray:
+def _host(transfer: Any, tensor: Any) -> np.ndarray | list[np.ndarray]:
+    """A GPU output on the host; a sequence output as a list of arrays."""
+    if not hasattr(tensor, "data_ptr"):
+        return [_host(transfer, t) for t in tensor]
+    return transfer.to_host(tensor)
+
+
+def _to_numpy(tensor: Any, inputs: list[Any]) -> np.ndarray | list[np.ndarray]:
     """The output as numpy, copied if the model returned one of its inputs unchanged, so that
-    outputs never alias the caller's arrays or the reused staging buffers."""
+    outputs never alias the caller's arrays or the reused staging buffers. A sequence output
+    (a tuple of tensors) becomes a list of arrays."""
+    if not hasattr(tensor, "data_ptr"):
+        return [_to_numpy(t, inputs) for t in tensor]
     array = np.from_dlpack(tensor)
     ptr = tensor.data_ptr()
     for t in inputs:
