@@ -175,3 +175,22 @@ def test_resize10_and_upsample_keep_their_semantics_through_the_opset_upgrade(tm
     ]
     model = _model(nodes, [_vi("x", [1, 2, 7, 9])], [_out("a", 4), _out("b", 4)], inits, opset=10)
     _check(tmp_path, model, {"x": _rand(1, 2, 7, 9)})
+
+
+def test_integer_resize_rounds_like_onnxruntime(tmp_path):
+    """Coordinates in float32 (a nearest tie at 3.5 / 0.7 - 0.5 rounds down, not up as in
+    float64) and interpolated uint8 values truncated."""
+    nodes = [
+        helper.make_node("Resize", ["q", "", "s"], ["a"], mode="nearest"),
+        helper.make_node("Resize", ["u", "", "s"], ["b"], mode="linear"),
+    ]
+    inits = [_init("s", np.array([1, 1, 1.6, 0.7], np.float32))]
+    inputs = [_vi("q", [1, 1, 5, 7], TensorProto.INT8), _vi("u", [1, 1, 5, 7], U8)]
+    outs = [_out("a", 4, TensorProto.INT8), _out("b", 4, U8)]
+    model = _model(nodes, inputs, outs, inits, opset=13)
+    rng = np.random.default_rng(2)
+    feed = {
+        "q": rng.integers(-100, 100, (1, 1, 5, 7)).astype(np.int8),
+        "u": rng.integers(0, 255, (1, 1, 5, 7)).astype(np.uint8),
+    }
+    _check(tmp_path, model, feed, atol=0)

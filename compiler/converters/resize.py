@@ -42,9 +42,12 @@ def constant_array(expr) -> np.ndarray | None:
 
 
 def _source_coords(mode: str, n_in: int, n_out: int, scale: float, roi) -> np.ndarray:
-    """Where each output position samples the input axis (ONNX coordinate_transformation_mode)."""
-    y = np.arange(n_out, dtype=np.float64)
-    width = scale * n_in  # the un-truncated output length
+    """Where each output position samples the input axis (ONNX coordinate_transformation_mode),
+    in float32 arithmetic as onnxruntime computes it (ties in nearest rounding depend on it)."""
+    y = np.arange(n_out, dtype=np.float32)
+    scale = np.float32(scale)
+    width = scale * np.float32(n_in)  # the un-truncated output length
+    roi = None if roi is None else np.asarray(roi, dtype=np.float32)
     if mode == "asymmetric":
         return y / scale
     if mode == "half_pixel":
@@ -156,7 +159,7 @@ def resize(bb, x, scales: list[float], sizes: list[int], rois: list, opts: dict)
     if str(x.ty.dtype) != in_dtype:
         if in_dtype.startswith(("int", "uint")):
             info = np.iinfo(in_dtype)
-            x = relax.op.clip(relax.op.round(x), int(info.min), int(info.max))
+            x = relax.op.clip(x, int(info.min), int(info.max))  # truncated, as onnxruntime does
         x = relax.op.astype(x, in_dtype)
     return x
 
