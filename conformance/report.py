@@ -36,6 +36,16 @@ def write(results: dict[str, dict], out_dir: Path, meta: dict) -> dict:
     return summary
 
 
+def _update_note(meta: dict) -> str:
+    update = meta.get("update")
+    if not update:
+        return ""
+    return (
+        f" This report updates an earlier full run (`{update['earlier_command']}`): the "
+        f"{update['rerun']} cases it did not pass were run again; its passes carry over."
+    )
+
+
 def _markdown(results: dict[str, dict], summary: dict, meta: dict) -> str:
     cats = summary["categories"]
     lines = [
@@ -46,7 +56,8 @@ def _markdown(results: dict[str, dict], summary: dict, meta: dict) -> str:
         f"compiled by `compiler.api.compile_model`, loaded with the bundle's loader and compared "
         f"with the case's expected outputs (rtol {meta['rtol']}, atol {meta['atol']}; integers "
         f"and bools exactly; NaNs in the same places), in its own process with a "
-        f"{meta['timeout']:.0f} s timeout. Wall time: {meta['seconds'] / 60:.0f} min.",
+        f"{meta['timeout']:.0f} s timeout. Wall time: {meta['seconds'] / 60:.0f} min."
+        + _update_note(meta),
         "",
         "| category | cases | meaning |",
         "|---|---:|---|",

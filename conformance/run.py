@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     partial = args.filter or args.failed_in
     out = args.out or (ROOT / "build" / "conformance" if partial else ROOT / "conformance")
+    if args.update:
+        out = args.failed_in.parent
     _preload()
     t0 = time.monotonic()
     ort = _onnxruntime_results(args, selected)
@@ -44,6 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     mlc = _run(selected, "mlc", args, log=out / "results.partial.jsonl")
     results = {c.name: {"ort": ort[c.name], "mlc": mlc[c.name]} for c in selected}
     meta = _meta(args, time.monotonic() - t0)
+    if args.update:  # the earlier run's passes carry over; say so in the report
+        earlier = json.loads(args.failed_in.read_text())
+        meta["update"] = {
+            "rerun": len(results),
+            "earlier_command": earlier["meta"].get("command"),
+            "earlier_seconds": earlier["meta"].get("seconds"),
+        }
+        meta["command"] += f" --failed-in {args.failed_in} --update"
+        results = {**earlier["cases"], **results}
     from .report import write
 
     summary = write(results, out, meta)
@@ -58,11 +69,19 @@ def _parse(argv):
     parser.add_argument("--out", type=Path, help="report dir (default: conformance/)")
     parser.add_argument("--filter", help="only cases matching these globs (comma-separated)")
     parser.add_argument("--failed-in", type=Path, help="only cases not passed in this results.json")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="with --failed-in: merge the re-run cases into that results.json and its REPORT.md "
+        "(the cases it passed carry over)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="cases run at once (at most 2)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per case")
     args = parser.parse_args(argv)
     if not 1 <= args.jobs <= 2:
         parser.error(f"--jobs must be 1 or 2, got {args.jobs}")
+    if args.update and not args.failed_in:
+        parser.error("--update needs --failed-in RESULTS_JSON")
     return args
 
 
