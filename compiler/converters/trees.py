@@ -153,11 +153,18 @@ class TreeEnsemble(OnnxOpConverter):
             out = relax.op.where(reached, out, relax.const(0.0, dtype))
         else:
             raise ModelError(f"TreeEnsemble aggregate_function {how} is not supported")
+        # The spec's numbering (SOFTMAX 1, LOGISTIC 2); onnxruntime 1.2x swaps 1 and 2.
         post = int(attr.get("post_transform", 0))
         if post == 1:
             return relax.op.nn.softmax(out, axis=-1)
         if post == 2:
             return relax.op.sigmoid(out)
+        if post == 3:  # SOFTMAX_ZERO: zero scores stay zero and take no share
+            out = bb.emit(out)
+            kept = relax.op.astype(relax.op.not_equal(out, relax.const(0.0, dtype)), dtype)
+            top = relax.op.max(out, axis=[-1], keepdims=True)
+            exp = bb.emit(relax.op.multiply(relax.op.exp(relax.op.subtract(out, top)), kept))
+            return relax.op.divide(exp, relax.op.sum(exp, axis=[-1], keepdims=True))
         if post != 0:
-            raise ModelError(f"TreeEnsemble post_transform {post} is not supported")
+            raise ModelError(f"TreeEnsemble post_transform {post} (PROBIT) is not supported")
         return out
