@@ -4,8 +4,14 @@ by mlc, run by the bundle's loader and compared with onnxruntime."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import pytest
 from onnx import TensorProto, helper
 from test_coverage import _check, _init, _model, _rand, _vi
+
+from compiler.api import compile_model
+from compiler.errors import ModelError
+from compiler.options import CompileOptions
 
 I64 = TensorProto.INT64
 U8 = TensorProto.UINT8
@@ -194,3 +200,16 @@ def test_integer_resize_rounds_like_onnxruntime(tmp_path):
         "u": rng.integers(0, 255, (1, 1, 5, 7)).astype(np.uint8),
     }
     _check(tmp_path, model, feed, atol=0)
+
+
+def test_run_time_resize_scales_are_a_clear_error(tmp_path):
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")
+    inputs = [_vi("x", [1, 1, 4, 4]), _vi("scales", [4])]
+    model = _model([node], inputs, [_out("y", 4)], opset=13)
+    onnx.save(model, tmp_path / "model.onnx")
+    with pytest.raises(ModelError) as err:
+        compile_model(tmp_path / "model.onnx", tmp_path / "bundle", CompileOptions())
+    assert err.value.message == (
+        "the ONNX importer failed: Resize scales must be known at compile time (it fixes the "
+        "output shape): give it as an initializer, or --bind the input that feeds it"
+    )

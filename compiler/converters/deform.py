@@ -13,6 +13,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
 from . import register
+from .static import static_shape
 
 F32 = "float32"
 
@@ -67,15 +68,15 @@ class DeformConv(OnnxOpConverter):
             raise ModelError(f"DeformConv is supported for float32 input, got {x.ty.dtype}")
         bias = inputs[3] if len(inputs) > 3 else None
         mask = inputs[4] if len(inputs) > 4 else None
-        n, c, h, wd = (int(d) for d in x.ty.shape)
-        oc, cpg, kh, kw = (int(d) for d in w.ty.shape)
-        if len(x.ty.shape) != 4:
+        if len(static_shape(x, "DeformConv")) != 4:
             raise ModelError("DeformConv is supported for 2-D images (4-D input) only")
+        n, c, h, wd = static_shape(x, "DeformConv")
+        oc, cpg, kh, kw = static_shape(w, "DeformConv")
         sh, sw = attr.get("strides", [1, 1])
         dh, dw = attr.get("dilations", [1, 1])
         pt, pl, _pb, _pr = attr.get("pads", [0, 0, 0, 0])
         groups, og = int(attr.get("group", 1)), int(attr.get("offset_group", 1))
-        _, _, oh, ow = (int(d) for d in offset.ty.shape)
+        _, _, oh, ow = static_shape(offset, "DeformConv")
         k, length = kh * kw, oh * ow
         gy = _grid(h, kh, sh, pt, dh, oh)[:, None, :, None]  # [kh, 1, oh, 1]
         gx = _grid(wd, kw, sw, pl, dw, ow)[None, :, None, :]  # [1, kw, 1, ow]

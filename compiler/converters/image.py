@@ -14,24 +14,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
 from . import register
-from .resize import constant_array
-
-
-def _static_shape(x, op: str) -> list[int]:
-    shape = x.ty.shape
-    if shape is None or not all(hasattr(d, "value") for d in shape):
-        raise ModelError(f"{op} needs its input's shape at compile time, got {shape}")
-    return [int(d.value) for d in shape]
-
-
-def _constant(expr, op: str, what: str) -> np.ndarray:
-    value = constant_array(expr)
-    if value is None:
-        raise ModelError(
-            f"{op} {what} must be known at compile time (it fixes the output shape): give it "
-            "as an initializer, or --bind the input that feeds it"
-        )
-    return value
+from .static import required_constant, static_shape
 
 
 @register("SpaceToDepth")
@@ -59,9 +42,9 @@ class CenterCropPad(OnnxOpConverter):
     @classmethod
     def _impl_v18(cls, bb, inputs, attr, params):
         x = inputs[0]
-        shape = _static_shape(x, "CenterCropPad")
+        shape = static_shape(x, "CenterCropPad")
         rank = len(shape)
-        target = [int(v) for v in _constant(inputs[1], "CenterCropPad", "shape")]
+        target = [int(v) for v in required_constant(inputs[1], "CenterCropPad", "shape")]
         axes = [a % rank for a in attr.get("axes", range(rank))]
         if len(axes) != len(target):
             raise ModelError(f"CenterCropPad shape has {len(target)} values for {len(axes)} axes")
@@ -114,13 +97,13 @@ class Col2Im(OnnxOpConverter):
     @classmethod
     def _impl_v18(cls, bb, inputs, attr, params):
         x = inputs[0]
-        image = [int(v) for v in _constant(inputs[1], "Col2Im", "image_shape")]
-        block = [int(v) for v in _constant(inputs[2], "Col2Im", "block_shape")]
+        image = [int(v) for v in required_constant(inputs[1], "Col2Im", "image_shape")]
+        block = [int(v) for v in required_constant(inputs[2], "Col2Im", "block_shape")]
         d = len(image)
         dilations = list(attr.get("dilations", [1] * d))
         pads = list(attr.get("pads", [0] * 2 * d))
         strides = list(attr.get("strides", [1] * d))
-        n, ck, length = _static_shape(x, "Col2Im")
+        n, ck, length = static_shape(x, "Col2Im")
         k = int(np.prod(block))
         table, n_cols = _col2im_table(image, block, dilations, pads, strides)
         if ck % k or n_cols != length:

@@ -15,6 +15,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend
 
 from . import register
+from .static import static_shape
 
 
 def _geometry(spatial: list[int], attr) -> tuple[list[int], list[int], list[int], list[int]]:
@@ -71,7 +72,7 @@ class MaxPool(onnx_frontend.MaxPool):
         if attr["tvm_custom"]["num_outputs"] < 2:
             return super()._impl_v1(bb, inputs, attr, params)
         x = inputs[0]
-        shape = [int(d) for d in x.ty.shape]
+        shape = static_shape(x, "MaxPool")
         n, c, spatial = shape[0], shape[1], shape[2:]
         kernel, strides, dilations, begin, out = _geometry(spatial, attr)
         table = _window_table(spatial, kernel, strides, dilations, begin, out)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
 from . import register
+from .static import constant_array, needs_constant, static_shape
 
 _COORD_MODES = {
     "half_pixel",
@@ -28,17 +28,6 @@ _COORD_MODES = {
     "asymmetric",
     "tf_crop_and_resize",
 }
-
-
-def constant_array(expr) -> np.ndarray | None:
-    """The value of a Relax constant or a static ShapeExpr as numpy, else None."""
-    if expr is None:
-        return None
-    if isinstance(expr, tvm.ir.GenericConst):
-        return expr.value.numpy()
-    if isinstance(expr, relax.ShapeExpr) and all(hasattr(v, "value") for v in expr.values):
-        return np.array([int(v.value) for v in expr.values], dtype=np.int64)
-    return None
 
 
 def _source_coords(mode: str, n_in: int, n_out: int, scale: float, roi) -> np.ndarray:
@@ -146,7 +135,7 @@ def resize(bb, x, scales: list[float], sizes: list[int], rois: list, opts: dict)
     interpolates = opts["mode"] != "nearest"
     if interpolates and in_dtype not in ("float32", "float64"):
         x = bb.emit(relax.op.astype(x, "float32"))
-    shape = [int(d) for d in x.ty.shape]
+    shape = static_shape(x, "Resize")
     for axis, (n_in, n_out, scale, roi) in enumerate(zip(shape, sizes, scales, rois)):
         identity_roi = roi is None or (math.isclose(roi[0], 0) and math.isclose(roi[1], 1))
         if n_in == n_out and math.isclose(scale, 1.0) and identity_roi:
@@ -162,13 +151,6 @@ def resize(bb, x, scales: list[float], sizes: list[int], rois: list, opts: dict)
             x = relax.op.clip(x, int(info.min), int(info.max))  # truncated, as onnxruntime does
         x = relax.op.astype(x, in_dtype)
     return x
-
-
-def _static_shape(x, op: str) -> list[int]:
-    shape = x.ty.shape
-    if shape is None or not all(hasattr(d, "value") for d in shape):
-        raise ModelError(f"{op} needs its input's shape at compile time, got {shape}")
-    return [int(d.value) for d in shape]
 
 
 def _plan(shape: list[int], scales, sizes, axes, policy: str):
@@ -207,13 +189,6 @@ def _rois(roi, rank: int, axes) -> list:
     for i, a in enumerate(axes):
         rois[a] = (float(roi[i]), float(roi[count + i]))
     return rois
-
-
-def _needs_constant(op: str, what: str):
-    return ModelError(
-        f"{op} {what} must be known at compile time (a run-time value makes the output shape "
-        "data-dependent): give it as an initializer, or --bind the input that feeds it"
-    )
 
 
 @register("Resize")
@@ -279,16 +254,16 @@ def _options(attr) -> dict:
 
 
 def _convert(bb, x, roi, scales, sizes, opts: dict, op: str):
-    shape = _static_shape(x, op)
+    shape = static_shape(x, op)
     roi_v, scales_v, sizes_v = (constant_array(e) for e in (roi, scales, sizes))
     if scales_v is not None and scales_v.size == 0:
         scales_v = None
     if sizes_v is not None and sizes_v.size == 0:
         sizes_v = None
     if sizes_v is None and scales_v is None:
-        raise _needs_constant(op, "sizes" if sizes is not None else "scales")
+        raise needs_constant(op, "sizes" if sizes is not None else "scales")
     if roi is not None and roi_v is None and opts["coord"] == "tf_crop_and_resize":
-        raise _needs_constant(op, "roi")
+        raise needs_constant(op, "roi")
     ratios, full = _plan(shape, scales_v, sizes_v, opts["axes"], opts["policy"])
     rois = _rois(roi_v, len(shape), opts["axes"]) if opts["coord"] == "tf_crop_and_resize" else None
     return resize(bb, x, ratios, full, rois or [None] * len(shape), opts)

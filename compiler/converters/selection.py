@@ -13,17 +13,10 @@ import numpy as np
 from tvm import relax, tirx
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
-from ..errors import ModelError
 from . import register
+from .static import static_shape
 
 I64 = "int64"
-
-
-def _static_shape(x, op: str) -> list[int]:
-    shape = x.ty.shape
-    if shape is None or not all(hasattr(d, "value") for d in shape):
-        raise ModelError(f"{op} needs its input's shape at compile time, got {shape}")
-    return [int(d.value) for d in shape]
 
 
 def _symbolic_count(bb, count, name: str):
@@ -55,7 +48,7 @@ def _kept_slots(bb, keep, n_total: int):
 
 def nonzero(bb, x):
     """ONNX NonZero: [rank, count] int64 coordinates of the non-zero elements, in C order."""
-    shape = _static_shape(x, "NonZero") or [1]
+    shape = static_shape(x, "NonZero") or [1]
     size = int(np.prod(shape))
     flat = relax.op.reshape(x, (size,))
     if str(x.ty.dtype) == "bool":  # LLVM cannot compare i1 vectors with fcmp, which TVM emits
@@ -86,8 +79,8 @@ class Compress(OnnxOpConverter):
         if axis is None:
             data = bb.emit(relax.op.reshape(data, (-1,)))
             axis = 0
-        length = _static_shape(data, "Compress")[axis]
-        cond_len = _static_shape(condition, "Compress")[0]
+        length = static_shape(data, "Compress")[axis]
+        cond_len = static_shape(condition, "Compress")[0]
         keep = relax.op.astype(condition, "bool")
         if cond_len > length:
             keep = relax.op.strided_slice(keep, [0], [0], [length])
@@ -129,7 +122,7 @@ class Unique(OnnxOpConverter):
     @classmethod
     def _impl_v11(cls, bb, inputs, attr, params):
         x = inputs[0]
-        shape = _static_shape(x, "Unique")
+        shape = static_shape(x, "Unique")
         axis = attr.get("axis")
         if axis is None:
             x = bb.emit(relax.op.reshape(x, (int(np.prod(shape)),)))

@@ -11,7 +11,7 @@ from tvm.relax.frontend.onnx import onnx_frontend
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from . import register
-from .resize import constant_array
+from .static import constant_array, static_shape
 
 
 @register("Pad")
@@ -95,7 +95,7 @@ class Dropout(OnnxOpConverter):
             return cls._outputs(bb, x, None, attr)
         if ratio is None:
             ratio = relax.const(0.5, "float32")
-        shape = [int(d) for d in x.ty.shape]
+        shape = static_shape(x, "Dropout")
         dtype = str(x.ty.dtype)
         u = relax.const(_uniform(shape, int(attr.get("seed", 0))), "float32")
         r = relax.op.astype(relax.op.reshape(ratio, ()), "float32")

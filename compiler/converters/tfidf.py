@@ -13,6 +13,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
 from . import register
+from .static import static_shape
 
 
 def _pool(attr) -> dict[int, np.ndarray]:
@@ -48,7 +49,7 @@ class TfIdfVectorizer(OnnxOpConverter):
     @classmethod
     def _impl_v9(cls, bb, inputs, attr, params):
         x = inputs[0]
-        shape = [int(d) for d in x.ty.shape]
+        shape = static_shape(x, "TfIdfVectorizer")
         mode = attr.get("mode", b"TF").decode()
         if mode not in ("TF", "IDF", "TFIDF"):
             raise ModelError(f"TfIdfVectorizer mode {mode!r} is not supported: TF, IDF, TFIDF")

@@ -15,6 +15,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
 from . import ML_DOMAIN, register
+from .static import static_shape
 
 _LEQ, _LT, _GTE, _GT, _EQ, _NEQ, _MEMBER = range(7)
 _COMPARE = {
@@ -75,7 +76,7 @@ class TreeEnsemble(OnnxOpConverter):
     def _impl_v5(cls, bb, inputs, attr, params):
         x = inputs[0]
         dtype = str(x.ty.dtype)
-        n = int(x.ty.shape[0])
+        n = static_shape(x, "TreeEnsemble")[0]
         modes = _array(attr, "nodes_modes").astype(np.int64)
         true_ids, false_ids = _array(attr, "nodes_truenodeids"), _array(attr, "nodes_falsenodeids")
         true_leaf, false_leaf = _array(attr, "nodes_trueleafs"), _array(attr, "nodes_falseleafs")
