@@ -250,3 +250,19 @@ def test_gemv_rule_declines_what_its_analysis_cannot_read(tmp_path):
     x = _random(4, 6)
     expected = np.log(np.exp(x).sum(axis=-1, keepdims=True))
     np.testing.assert_allclose(load_bundle(tmp_path / "b")(x=x)["y"], expected, rtol=1e-5)
+
+
+def test_length_1_reduction_with_an_epilogue_adds_it_once():
+    """A matmul over K=1 looks elementwise to dlight; the epilogue must not be inlined into it."""
+    a, b, s = _random(8, 1), _random(1, 8), _random(8, 8)
+    A = te.placeholder(a.shape, name="A")
+    B = te.placeholder(b.shape, name="B")
+    S = te.placeholder(s.shape, name="S")
+    func = _func([A, B, S], topi.add(S, topi.matmul(A, B)))
+    for rule in default_schedules(TARGET).rules:
+        sch = rule.apply(func, TARGET, False)
+        if sch is not None:
+            sch = sch[0] if isinstance(sch, list) else sch
+            break
+    got = _run(sch.mod["main"], [a, b, s], (8, 8))
+    np.testing.assert_allclose(got, s + a @ b, rtol=1e-5, atol=1e-5)

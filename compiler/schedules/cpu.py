@@ -69,8 +69,10 @@ def _fits(rule_apply):
 
 def _spatial(block) -> bool:
     """A block with only spatial loops. (dlight's is_injective() also holds for opaque blocks
-    with no loops at all, such as an extern sort call; inlining around those breaks them.)"""
-    return bool(block.iters) and block.is_injective()
+    with no loops at all, such as an extern sort call; inlining around those breaks them.
+    A reduction of length 1 counts as injective there, and inlining an epilogue into it
+    adds the epilogue's operand twice.)"""
+    return bool(block.iters) and block.is_injective() and not block.is_reduction()
 
 
 def schedule_injective(sch: s_tir.Schedule, block, lanes: int) -> None:
