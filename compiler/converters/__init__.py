@@ -36,10 +36,32 @@ def install() -> None:
         return
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    from . import activations, attention, control, misc, ml, normalization, rnn  # noqa: F401
-    from . import losses, math_ops, norms, reductions, tensor_ops  # noqa: F401
-    from . import deform, image, pool, quant, resize, selection, tensor, tfidf, trees  # noqa: F401
-    from . import recurrent, sequence, spectral  # noqa: F401
+    from . import (  # noqa: F401  (each module registers its converters)
+        activations,
+        attention,
+        control,
+        deform,
+        image,
+        losses,
+        math_ops,
+        misc,
+        ml,
+        normalization,
+        norms,
+        pool,
+        quant,
+        recurrent,
+        reductions,
+        resize,
+        rnn,
+        selection,
+        sequence,
+        spectral,
+        tensor,
+        tensor_ops,
+        tfidf,
+        trees,
+    )
 
     tvm_map = onnx_frontend._get_convert_map
 
