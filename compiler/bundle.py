@@ -210,8 +210,9 @@ def _mkdirs(path: Path) -> Path:
 def _check_deployable(staging: Path, built: BuiltModel) -> None:
     """Fail the compile if the model calls a TVM function that the bundled runtime lacks.
 
-    Some lowerings call functions that exist only in TVM's compiler library (NonZero calls
-    `relax.run.nonzero`), which no deploy host has. Every function the program calls is looked
+    Some lowerings call functions that exist only in TVM's compiler library (TVM's nonzero and
+    unique call `relax.run.nonzero`/`relax.run.unique`; mlc's converters avoid both), which no
+    deploy host has. Every function the program calls is looked
     up in a clean process that has loaded only the runtime libraries and, where this host can
     run it, the finished model library. A cross-compiled model's own kernels are looked up in
     its module here, and the rest in this host's runtime of the same TVM version, which
@@ -254,8 +255,7 @@ def _check_deployable(staging: Path, built: BuiltModel) -> None:
             "the compiled model calls TVM functions that the bundled runtime libraries do not "
             f"provide: {', '.join(missing)}",
             hint="they exist only in TVM's compiler library; this usually comes from an "
-            "operator with data-dependent output shapes (e.g. NonZero), which mlc cannot "
-            "deploy yet",
+            "operator with data-dependent output shapes; please report the model",
         )
 
 

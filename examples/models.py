@@ -257,17 +257,6 @@ def topk_rows() -> onnx.ModelProto:
     return _model(graph)
 
 
-def nonzero() -> onnx.ModelProto:
-    """NonZero: its output size depends on the data."""
-    graph = h.make_graph(
-        [h.make_node("NonZero", ["x"], ["y"])],
-        "nonzero",
-        [h.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
-        [h.make_tensor_value_info("y", TensorProto.INT64, [2, "M"])],
-    )
-    return _model(graph)
-
-
 MODELS = {
     "convnet": convnet,
     "mlp": mlp,
@@ -275,7 +264,6 @@ MODELS = {
     "multi_io": multi_io,
     "add": add_one,
     "topk": topk_rows,
-    "nonzero": nonzero,
 }
 
 if __name__ == "__main__":
