@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -68,27 +67,17 @@ def kernel_profile(model, inputs: dict, runs: int = 10) -> list[dict[str, Any]]:
     """Time per VM call (kernels and runtime builtins) over `runs` calls of a freshly loaded
     model, slowest first: [{name, ms (per model call), calls (per model call), share}].
 
-    Uses the Relax VM's instrument hook, which brackets every call instruction; each bracket
-    costs a Python callback (a few microseconds), so tiny kernels read a little slow.
+    Uses the Relax VM's instrument hook (compiler/kernel_times.py), which
+    brackets every call instruction; tiny kernels read a little slow.
     """
+    from compiler.kernel_times import KernelTimes
+
     vm = model._thread_state().vm  # the loader's VM for this thread (private, benchmarks only)
-    totals: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
-    started = [0.0]
-
-    def instrument(_func, name, before_run, _ret, *_args):
-        now = time.perf_counter()
-        if before_run:
-            started[0] = now
-        else:
-            totals[str(name)] += now - started[0]
-            counts[str(name)] += 1
-        return 0  # VMInstrumentReturnKind.NO_OP
-
     model(**inputs)  # warm-up, uninstrumented
-    vm["set_instrument"](instrument)
+    timer = KernelTimes(vm["set_instrument"])
     for _ in range(runs):
         model(**inputs)
+    totals, counts = timer.totals, timer.counts
     total = sum(totals.values()) or 1.0
     rows = [
         {

@@ -194,7 +194,9 @@ def _check_in_model(imported, target, options, result, progress):
             progress(TuneEvent("note", 0, 0, None, None, message))
 
     log = open_log(result.db.parent, database_key(target, result.threads))
-    checked = validate(imported, target, options, log, result.threads, note)
+    checked = validate(
+        imported, target, options, log, result.kernel_workloads, result.threads, note
+    )
     return dataclasses.replace(result, validation=checked)
 
 

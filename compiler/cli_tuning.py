@@ -249,13 +249,12 @@ def _db_group(handle_errors, json_option) -> click.Group:
         """Merge the databases SRC... into DST (kept: every workload, the fastest record per
         schedule, trial counts)."""
         stats = merge_databases(list(sources), dest)
-        if as_json:
-            click.echo(json.dumps(stats))
-        else:
-            click.echo(
-                f"merged {len(sources)} databases into {dest}: {stats['keys']} target "
-                f"keys, {stats['records']} records"
-            )
+        _echo(
+            stats,
+            as_json,
+            f"merged {len(sources)} databases into {dest}: {stats['keys']} target keys, "
+            f"{stats['records']} records",
+        )
 
     @db.command()
     @click.argument("path", metavar="DIR", type=click.Path(path_type=Path))
@@ -268,17 +267,16 @@ def _db_group(handle_errors, json_option) -> click.Group:
         """Keep the fastest records per workload; trial counts are kept, so pruned workloads
         are still not tuned again."""
         stats = prune_database(path, top_k, keep_failed, other_tvm)
-        if as_json:
-            click.echo(json.dumps(stats))
-        else:
-            click.echo(
-                f"pruned {path}: {stats['dropped_records']} records dropped, "
-                f"{stats['records']} kept"
-                + (
-                    f", {stats['dropped_keys']} keys of other TVM versions deleted"
-                    if other_tvm
-                    else ""
-                )
-            )
+        deleted = f", {stats['dropped_keys']} keys of other TVM versions deleted"
+        _echo(
+            stats,
+            as_json,
+            f"pruned {path}: {stats['dropped_records']} records dropped, {stats['records']} kept"
+            + (deleted if other_tvm else ""),
+        )
 
     return db
+
+
+def _echo(stats: dict, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(stats) if as_json else text)

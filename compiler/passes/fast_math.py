@@ -8,8 +8,10 @@ calls to functions (If/Loop bodies)."""
 from __future__ import annotations
 
 import tvm
-from tvm import relax, topi
+from tvm import topi
 from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from .rewrite import rewrite_functions
 
 _FAST = {
     "relax.exp": lambda bb, call: bb.call_te(topi.fast_exp, call.args[0]),
@@ -42,8 +44,4 @@ class FastMath:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         if not self.enabled:
             return mod
-        rewriter = _Rewriter(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return rewrite_functions(mod, _Rewriter(mod))

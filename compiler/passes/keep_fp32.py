@@ -13,6 +13,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .rewrite import rewrite_functions
+
 _ASTYPE = tvm.ir.Op.get("relax.astype")
 _HALF = ("float16", "bfloat16")
 
@@ -60,8 +62,4 @@ class KeepFP32:
         self.ops = set(ops)
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        restorer = _Restorer(mod, self.ops)
-        for gvar, func in mod.functions.items():
-            if isinstance(func, relax.Function):
-                restorer.builder_.update_func(gvar, restorer.visit_expr(func))
-        return restorer.builder_.get()
+        return rewrite_functions(mod, _Restorer(mod, self.ops))

@@ -12,6 +12,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .rewrite import rewrite_functions
+
 _TAKE = tvm.ir.Op.get("relax.take")
 
 
@@ -30,8 +32,4 @@ class SafeIndexing:
     """Rewrite every `take(mode="fast")` in the module's Relax functions to `mode="clip"`."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        rewriter = _TakeRewriter(mod)
-        for gvar, func in mod.functions.items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return rewrite_functions(mod, _TakeRewriter(mod))

@@ -12,6 +12,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .rewrite import rewrite_functions
+
 _ASTYPE = tvm.ir.Op.get("relax.astype")
 
 
@@ -29,8 +31,4 @@ class ToBFloat16:
     """Rewrite every cast to float16 in the module's Relax functions into a cast to bfloat16."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        retarget = _Retarget(mod)
-        for gvar, func in mod.functions.items():
-            if isinstance(func, relax.Function):
-                retarget.builder_.update_func(gvar, retarget.visit_expr(func))
-        return retarget.builder_.get()
+        return rewrite_functions(mod, _Retarget(mod))

@@ -19,6 +19,8 @@ from tvm import relax, te, tirx, topi
 from tvm.ir.expr import GenericConst
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .rewrite import rewrite_functions
+
 MIN_TILES = 196  # 2x2 output tiles per image: 28x28 maps and larger (see below)
 
 # F(2x2, 3x3) (Lavin & Gray, 2015): input transform Bᵀ, weight transform G, output transform Aᵀ.
@@ -139,8 +141,4 @@ class Winograd:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         if not self.enabled:
             return mod
-        rewriter = _Rewriter(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return rewrite_functions(mod, _Rewriter(mod))

@@ -39,6 +39,25 @@ def import_intrinsics(target_kind: str) -> None:
     importlib.import_module(f"{name}.{'arm_cpu' if machine in ('aarch64', 'arm64') else 'x86'}")
 
 
+def workload_hash(func) -> str:
+    """MetaSchedule's workload hash of a kernel (a PrimFunc, or a module holding one), as the
+    tuning records and `MetaScheduleApplyDatabase` key it."""
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    return str(ms.database.Workload(_normalize_mod(func)).as_json()[0])
+
+
+def kernel_workloads(fused) -> dict[str, str]:
+    """Kernel name -> workload hash, for every TIR function of the fused module."""
+    from tvm import tirx
+
+    return {
+        gv.name_hint: workload_hash(func)
+        for gv, func in fused.functions.items()
+        if isinstance(func, tirx.PrimFunc)
+    }
+
+
 def build_candidate(mod, target, _params):
     """MetaSchedule's default build, minus `import tvm.s_tir.tensor_intrin`: that takes 30 s
     in every fresh worker, and the candidates arrive with their intrinsics already inlined."""

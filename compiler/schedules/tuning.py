@@ -45,6 +45,7 @@ def tune(mod, target: ResolvedTarget, options, settings: TuneSettings, progress:
     import tvm
 
     from ..build import fusion_passes
+    from ._ms_support import kernel_workloads
 
     _check_tunable(target)
     if settings.trials is not None and settings.trials < 1:
@@ -77,7 +78,15 @@ def tune(mod, target: ResolvedTarget, options, settings: TuneSettings, progress:
     out_of_time = any(t.status == "out of time" for t in tasks)
     model_ms = estimate_model_ms(tasks)
     return TuneResult(
-        log.path, threads, tasks, measured, records, model_ms, out_of_time, settings.trials
+        log.path,
+        threads,
+        tasks,
+        measured,
+        records,
+        model_ms,
+        out_of_time,
+        settings.trials,
+        kernel_workloads=kernel_workloads(fused),
     )
 
 
@@ -145,9 +154,11 @@ def _plan(fused, tvm_target, contents: LogContents, budget: int) -> list[TaskSta
     from tvm.s_tir import meta_schedule as ms
 
     tasks = []
+    from ._ms_support import workload_hash
+
     for extracted in ms.relax_integration.extract_tasks(fused, tvm_target):
         func = extracted.dispatched[0]
-        workload = str(ms.database.Workload(func).as_json()[0])
+        workload = workload_hash(func)
         estimate = kernel_seconds(func["main"] if hasattr(func, "functions") else func)
         task = TaskState(extracted.task_name, workload, int(extracted.weight), estimate)
         task.extracted = extracted

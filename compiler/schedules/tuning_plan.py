@@ -60,6 +60,7 @@ class TuneResult:
     out_of_time: bool
     trial_budget: int | None  # None: only a time limit
     validation: object = None  # validate.Validation, when the in-model check ran
+    kernel_workloads: dict = field(default_factory=dict, repr=False)  # kernel -> workload
 
     def to_json(self) -> dict:
         return {

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..kernel_times import KernelTimes
 from ..tuning_db import LogContents, TuningLog, schedule_id
 
 MARGIN = 0.02  # a record is kept when it is at least this much faster in the model
@@ -46,10 +47,11 @@ class Validation:
         }
 
 
-def unjudged(contents: LogContents) -> dict[str, dict]:
-    """Workload -> its fastest record, where that is not the baseline and has no verdict."""
+def unjudged(contents: LogContents, workloads) -> dict[str, dict]:
+    """Of `workloads`, those whose fastest record is not the baseline and has no verdict (->
+    that record)."""
     out = {}
-    for digest in contents.workloads:
+    for digest in set(workloads) & set(contents.workloads):
         fastest = contents.fastest(digest)
         if fastest is None or fastest.get("baseline"):
             continue
@@ -59,18 +61,20 @@ def unjudged(contents: LogContents) -> dict[str, dict]:
     return out
 
 
-def validate(imported, target, options, log: TuningLog, threads: int, note) -> Validation | None:
-    """Judge the unjudged records of `log` inside the model `imported`; None if none."""
+def validate(
+    imported, target, options, log: TuningLog, kernels: dict[str, str], threads: int, note
+) -> Validation | None:
+    """Judge the unjudged records of `log` for the model `imported`, whose kernels (name ->
+    workload hash) are `kernels`; None if there were none."""
     from ..build import build
 
-    pending = unjudged(log.read())
+    pending = unjudged(log.read(), kernels.values())
     if not pending:
         return None
     if options.precision == "bf16":
         note("in-model check skipped: bfloat16 weights")  # numpy cannot hold them
         return None
     note(f"checking {len(pending)} tuned kernels inside the model (two builds, then timing)")
-    names = _workload_names(imported, target, options)
     with_records = build(
         imported, target, replace(options, db=str(log.path.parent)), log=log, judged=False
     )
@@ -78,10 +82,10 @@ def validate(imported, target, options, log: TuningLog, threads: int, note) -> V
     times = _interleaved_profiles([with_records, default], _inputs(imported, options), threads)
     verdicts, totals = [], [0.0, 0.0, 0.0]
     for digest, record in pending.items():
-        kernels = [n for n, d in names.items() if d == digest]
-        rec, dft = (sum(t.get(n, 0.0) for n in kernels) for t in times)
-        if not kernels or rec == 0.0 or dft == 0.0:
-            continue  # not called by this model (a record from another one)
+        names = [n for n, d in kernels.items() if d == digest]
+        rec, dft = (sum(t.get(n, 0.0) for n in names) for t in times)
+        if rec == 0.0 or dft == 0.0:
+            continue  # not called (a kernel the VM never reached)
         use = "record" if rec < dft * (1 - MARGIN) else "default"
         totals = [totals[0] + dft, totals[1] + rec, totals[2] + (rec if use == "record" else dft)]
         verdicts.append(
@@ -90,7 +94,7 @@ def validate(imported, target, options, log: TuningLog, threads: int, note) -> V
                 "workload": digest,
                 "schedule": schedule_id(record),
                 "use": use,
-                "name": kernels[0],
+                "name": names[0],
                 "in_model_us": {"record": round(rec * 1e6, 2), "default": round(dft * 1e6, 2)},
             }
         )
@@ -103,26 +107,6 @@ def validate(imported, target, options, log: TuningLog, threads: int, note) -> V
         f"fastest records alone {result.record_ms:.4g} ms)"
     )
     return result
-
-
-def _workload_names(imported, target, options) -> dict[str, str]:
-    """Kernel name -> MetaSchedule workload hash, for the kernels of the built model."""
-    import tvm
-    from tvm import tirx
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
-
-    from ..build import fusion_passes, prepare
-
-    mod, _weights = prepare(imported, options, target)
-    tvm_target = tvm.target.Target(target.target)
-    with tvm_target, tvm.transform.PassContext(opt_level=3):
-        fused = tvm.transform.Sequential(fusion_passes(tvm_target, options))(mod)
-    return {
-        gv.name_hint: str(ms.database.Workload(_normalize_mod(func)).as_json()[0])
-        for gv, func in fused.functions.items()
-        if isinstance(func, tirx.PrimFunc)
-    }
 
 
 def _inputs(imported, options) -> list[np.ndarray]:
@@ -152,7 +136,7 @@ def _interleaved_profiles(builds, inputs, threads: int) -> list[dict[str, float]
         vm = relax.VirtualMachine(built.executable, dev)
         args = [tvm.runtime.tensor(x, dev) for x in inputs]
         args += [tvm.runtime.tensor(w.array, dev) for w in built.weights]
-        runs.append((vm, args, _KernelTimes(vm)))
+        runs.append((vm, args, KernelTimes(vm.set_instrument)))
     for vm, args, _ in runs:  # warm-up; the slower model decides the rounds
         vm["main"](*args)
     start = time.perf_counter()
@@ -165,28 +149,8 @@ def _interleaved_profiles(builds, inputs, threads: int) -> list[dict[str, float]
         order = list(range(len(runs)))[:: 1 if i % 2 == 0 else -1]
         for b in order:
             vm, args, timer = runs[b]
-            for name, seconds in timer.call(vm, args).items():
+            timer.reset()
+            vm["main"](*args)
+            for name, seconds in timer.totals.items():
                 samples[b][name].append(seconds)
     return [{n: statistics.median(v) for n, v in s.items()} for s in samples]
-
-
-class _KernelTimes:
-    """The VM's per-call instrument: seconds per kernel name in one call of the model."""
-
-    def __init__(self, vm):
-        self.totals: dict[str, float] = defaultdict(float)
-        self.started = 0.0
-        vm.set_instrument(self._instrument)
-
-    def _instrument(self, _func, name, before_run, _ret, *_args):
-        now = time.perf_counter()
-        if before_run:
-            self.started = now
-        else:
-            self.totals[str(name)] += now - self.started
-        return 0  # VMInstrumentReturnKind.NO_OP
-
-    def call(self, vm, args) -> dict[str, float]:
-        self.totals = defaultdict(float)
-        vm["main"](*args)
-        return self.totals
