@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, te, tirx
 from tvm.relax.frontend.onnx import onnx_frontend
 
 from ..errors import ModelError
@@ -44,23 +44,28 @@ def _extreme(bb, inputs, attr, params, largest: bool):
         count = bb.emit(relax.op.sum(relax.op.astype(flags, "int32"), axes, keepdims))
         zero = relax.const(0, "int32")
         return relax.op.greater(count, zero) if largest else relax.op.equal(count, zero)
-    op = relax.op.max if largest else relax.op.min
-    result = bb.emit(op(x, axes, keepdims))
     if "float" not in str(x.ty.dtype):
-        return result
-    return _infinite_fill(bb, x, axes, keepdims, result, -math.inf if largest else math.inf)
+        return (relax.op.max if largest else relax.op.min)(x, axes, keepdims)
+    edge = -math.inf if largest else math.inf
+    return bb.emit_te(_reduce_from, x, axes or list(range(len(x.ty.shape))), keepdims, edge)
 
 
-def _infinite_fill(bb, x, axes, keepdims: bool, result, edge: float):
-    """`result`, or `edge` (-inf for max) where every reduced element is `edge` or there is
-    none: TVM's max starts from the lowest finite value, so an all -inf row (a fully masked
-    attention row) would give -FLT_MAX."""
-    edge_value = relax.const(edge, result.ty.dtype)
-    live = relax.op.astype(relax.op.not_equal(x, edge_value), "int32")
-    count = relax.op.sum(live, axes, keepdims)
-    return bb.emit(
-        relax.op.where(relax.op.equal(count, relax.const(0, "int32")), edge_value, result)
-    )
+def _reduce_from(data, axes: list[int], keepdims: bool, edge: float):
+    """max (edge -inf) or min (edge inf) over `axes`, starting from `edge`: TVM's max starts
+    from the lowest finite value, so an all -inf row (a fully masked attention row) or an
+    empty one would give -FLT_MAX."""
+    pick = tirx.max if edge < 0 else tirx.min
+    reducer = te.comm_reducer(lambda a, b: pick(a, b), lambda t: tirx.const(edge, t))
+    reduced = {a: te.reduce_axis((0, data.shape[a]), f"k{a}") for a in axes}
+    kept = [a for a in range(len(data.shape)) if keepdims or a not in reduced]
+    shape = [1 if a in reduced else data.shape[a] for a in kept]
+
+    def element(*index):
+        at = dict(zip(kept, index))
+        source = [reduced[a] if a in reduced else at[a] for a in range(len(data.shape))]
+        return reducer(data[tuple(source)], axis=list(reduced.values()))
+
+    return te.compute(shape, element, name="max" if edge < 0 else "min")
 
 
 @register("ReduceMax")
