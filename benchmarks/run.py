@@ -16,7 +16,6 @@ import argparse
 import gc
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -65,37 +64,31 @@ def parse_args(argv=None) -> argparse.Namespace:
 _CHECK_RESERVE_S = 90  # of the time box, for mlc tune's in-model check of the records
 
 
-def tune_command(path: Path, db: Path, args: argparse.Namespace) -> tuple[list[str], bool]:
-    """The `mlc tune` command line, and whether mlc tune keeps the time box itself (`--time`)."""
-    cli = [sys.executable, "-m", "compiler.cli", "tune"]
-    help_text = subprocess.run([*cli, "--help"], capture_output=True, text=True, cwd=ROOT).stdout
-    cmd = [*cli, str(path), "--db", str(db), "--json", "--target", args.target]
-    timed = re.search(r"--time(?![-\w])", help_text) is not None  # not --time-passes
-    if timed:  # the in-model check after tuning (two builds, timing) is inside the box
-        cmd += ["--time", f"{max(30, round(args.tune_minutes * 60) - _CHECK_RESERVE_S)}s"]
-    if args.tune_trials or not timed:  # without --time: a cap high enough for the time box
-        cmd += ["--trials", str(args.tune_trials or 5000)]
-    if re.search(r"--threads(?![-\w])", help_text):
-        cmd += ["--threads", str(args.threads)]
-    return cmd, timed
+def tune_command(path: Path, db: Path, args: argparse.Namespace) -> list[str]:
+    """The `mlc tune` command line. Its `--time` ends the tuning early enough that the
+    in-model check of the records (two builds, timing) also fits in the time box."""
+    seconds = max(30, round(args.tune_minutes * 60) - _CHECK_RESERVE_S)
+    cmd = [sys.executable, "-m", "compiler.cli", "tune", str(path), "--db", str(db), "--json"]
+    cmd += ["--target", args.target, "--time", f"{seconds}s", "--threads", str(args.threads)]
+    if args.tune_trials:
+        cmd += ["--trials", str(args.tune_trials)]
+    return cmd
 
 
 def tune(path: Path, args: argparse.Namespace) -> dict:
-    """`mlc tune` in its own process (as users run it, and as the tuning tests do), time-boxed.
-
-    With `--time` (where mlc tune has it) tuning ends itself; otherwise the trial cap applies
-    and the run is interrupted at the time box: the database keeps every measured batch.
+    """`mlc tune` in its own process (as users run it, and as the tuning tests do), time-boxed:
+    it ends itself; one that overruns is interrupted (the database keeps every measured batch).
     """
     db = args.out / "tune-db"
-    cmd, timed = tune_command(path, db, args)
+    cmd = tune_command(path, db, args)
     say(f"  tuning for {args.tune_minutes:g} min: mlc {' '.join(cmd[3:])}")
     before = _records(db)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
     )
-    try:  # a tuner that keeps the box itself gets slack to finish its last batch
-        stdout, _ = proc.communicate(timeout=args.tune_minutes * 60 + (300 if timed else 0))
+    try:  # slack to finish its last batch and the in-model check
+        stdout, _ = proc.communicate(timeout=args.tune_minutes * 60 + 300)
     except subprocess.TimeoutExpired:
         say("  time box reached: interrupting the tuner (the database keeps what it measured)")
         os.killpg(proc.pid, signal.SIGINT)

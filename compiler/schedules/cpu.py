@@ -9,6 +9,8 @@ scalar code. These rules cover the rest:
   the epilogue (bias, activation) fused into the write-back, the outer tiles in parallel.
 - `Injective`: elementwise, broadcast and layout kernels: inlined into one loop nest,
   vectorised and parallel.
+- `WinogradTransform`: the input/output transforms of passes/winograd.py: tile positions
+  unrolled (their coefficients fold to constants), channels vectorised.
 - `ParallelFallback`: whatever no rule matched at least runs its leading spatial loops on all
   threads.
 
