@@ -9,26 +9,22 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend
 
 from . import register
+from .static import constant_array
 
 
-def _bound(value, params, default: float) -> float | None:
+def _bound(value, default: float) -> float | None:
     """A constant scalar bound as a float (NaN means unbounded, as onnxruntime reads it);
     None when the bound is computed at run time."""
     if value is None:
         return default
-    try:
-        array = onnx_frontend.get_constant(value, params)
-    except (TypeError, ValueError):
+    array = constant_array(value)
+    if array is None:
         return None
-    if not isinstance(array, tvm.ir.GenericConst):
-        return None
-    bound = float(np.asarray(array.value.numpy()).reshape(-1)[0])
+    bound = float(array.reshape(-1)[0])
     return default if math.isnan(bound) else bound
 
 
@@ -39,8 +35,8 @@ class Clip(onnx_frontend.Clip):
     @classmethod
     def _impl_v13(cls, bb, inputs, attr, params):
         x = inputs[0]
-        lo = _bound(inputs[1] if len(inputs) > 1 else None, params, -math.inf)
-        hi = _bound(inputs[2] if len(inputs) > 2 else None, params, math.inf)
+        lo = _bound(inputs[1] if len(inputs) > 1 else None, -math.inf)
+        hi = _bound(inputs[2] if len(inputs) > 2 else None, math.inf)
         if lo is None or hi is None or "float" not in str(x.ty.dtype):
             return super()._impl_v13(bb, inputs, attr, params)
         return _clip(x, lo, hi)

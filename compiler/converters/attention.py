@@ -14,6 +14,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
 from . import register
+from .static import static_dim
 
 op = relax.op
 NEG_INF = float("-inf")
@@ -35,17 +36,17 @@ class Attention(OnnxOpConverter):
             k = _heads(bb, k, attr.get("kv_num_heads"))
             v = _heads(bb, v, attr.get("kv_num_heads"))
         dtype = q.ty.dtype
-        q_len, head = (_static(d) for d in q.ty.shape.values[2:])
+        q_len, head = (static_dim(d, "Attention") for d in q.ty.shape.values[2:])
         scale = attr.get("scale", 1.0 / np.sqrt(head))
         s = relax.const(np.sqrt(scale), dtype)
         if past_k is not None:
             k = bb.emit(op.concat([past_k, k], axis=2))
             v = bb.emit(op.concat([past_v, v], axis=2))
         present_k, present_v = k, v
-        past_len = _static(past_k.ty.shape.values[2]) if past_k is not None else 0
-        kv_len = _static(k.ty.shape.values[2])
+        past_len = static_dim(past_k.ty.shape.values[2], "Attention") if past_k is not None else 0
+        kv_len = static_dim(k.ty.shape.values[2], "Attention")
         bias = _bias(bb, attr, mask, nonpad, (q_len, kv_len, past_len, past_k is None), dtype)
-        q_heads, kv_heads = _static(q.ty.shape.values[1]), _static(k.ty.shape.values[1])
+        q_heads, kv_heads = (static_dim(t.ty.shape.values[1], "Attention") for t in (q, k))
         if q_heads != kv_heads:  # grouped-query attention: each KV head serves a group
             k = bb.emit(op.repeat(k, q_heads // kv_heads, axis=1))
             v = bb.emit(op.repeat(v, q_heads // kv_heads, axis=1))
@@ -75,7 +76,7 @@ def _heads(bb, x, heads):
     if heads is None:
         raise ModelError("Attention with 3-D inputs needs q_num_heads and kv_num_heads")
     b, seq, hidden = x.ty.shape.values
-    x = op.reshape(x, [b, seq, heads, _static(hidden) // heads])
+    x = op.reshape(x, [b, seq, heads, static_dim(hidden, "Attention") // heads])
     return bb.emit(op.permute_dims(x, [0, 2, 1, 3]))
 
 
@@ -137,10 +138,10 @@ def _allowed(diff, causal: bool, left: int, right: int):
 
 def _pad_mask(mask, kv_len: int):
     """A mask shorter than the keys (past + new) is padded with 'masked'."""
-    width = _static(mask.ty.shape.values[-1])
+    width = static_dim(mask.ty.shape.values[-1], "Attention")
     if width >= kv_len:
         return mask
-    shape = [_static(d) for d in mask.ty.shape.values[:-1]] + [kv_len - width]
+    shape = [static_dim(d, "Attention") for d in mask.ty.shape.values[:-1]] + [kv_len - width]
     fill = np.zeros(shape, dtype=bool) if mask.ty.dtype == "bool" else np.full(shape, NEG_INF)
     return op.concat([mask, relax.const(fill.astype(mask.ty.dtype), mask.ty.dtype)], axis=-1)
 
@@ -161,16 +162,6 @@ def _softmax(bb, qk, bias, precision, dtype):
     return bb.emit(op.astype(probs, dtype) if precision is not None else probs)
 
 
-def _static(dim) -> int:
-    value = getattr(dim, "value", dim)
-    if not isinstance(value, int):
-        raise ModelError(
-            f"Attention with a dynamic sequence length or head size ({dim}) is not supported",
-            hint="pin the dim with --dim NAME=VALUE or --input-shape",
-        )
-    return value
-
-
 @register("RotaryEmbedding")
 class RotaryEmbedding(OnnxOpConverter):
     """Rotates (x1, x2) pairs of each head by the cached angle of its position."""
@@ -183,7 +174,9 @@ class RotaryEmbedding(OnnxOpConverter):
             heads = attr.get("num_heads", 0)
             if not heads:
                 raise ModelError("RotaryEmbedding with 3-D input needs the num_heads attribute")
-            x = bb.emit(op.reshape(x, [*shape[:2], heads, _static(shape[2]) // heads]))
+            x = bb.emit(
+                op.reshape(x, [*shape[:2], heads, static_dim(shape[2], "RotaryEmbedding") // heads])
+            )
             head_axis = 2
         else:  # [B, H, S, D]
             head_axis = 1
@@ -191,7 +184,7 @@ class RotaryEmbedding(OnnxOpConverter):
             cos, sin = op.take(cos, positions, axis=0), op.take(sin, positions, axis=0)
         cos = bb.emit(op.expand_dims(cos, [head_axis]))
         sin = bb.emit(op.expand_dims(sin, [head_axis]))
-        head = _static(x.ty.shape.values[3])
+        head = static_dim(x.ty.shape.values[3], "RotaryEmbedding")
         dim = attr.get("rotary_embedding_dim", 0) or head
         half = dim // 2
         if attr.get("interleaved", 0):

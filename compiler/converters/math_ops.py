@@ -7,13 +7,13 @@ IsInf's detect_* attributes, EyeLike's dtype, and ops TVM lacks or cannot lower 
 
 from __future__ import annotations
 
-import numpy as np
 import tvm
 from tvm import relax, te
 from tvm.relax.frontend.onnx import onnx_frontend
 
 from ..errors import ModelError
 from . import register
+from .static import required_int
 
 
 def dtype_of(x) -> str:
@@ -48,7 +48,7 @@ class Pow(onnx_frontend.Pow):
         return relax.op.astype(wide, dtype_of(base))
 
 
-def _elu(x, alpha: float, dtype: str):
+def elu(x, alpha: float, dtype: str):
     one, zero = relax.const(1.0, dtype), relax.const(0.0, dtype)
     negative = relax.op.multiply(relax.const(alpha, dtype), relax.op.subtract(relax.op.exp(x), one))
     return relax.op.where(relax.op.greater(x, zero), x, negative)
@@ -60,7 +60,7 @@ class Elu(onnx_frontend.OnnxOpConverter):
 
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
-        return _elu(inputs[0], float(attr.get("alpha", 1.0)), dtype_of(inputs[0]))
+        return elu(inputs[0], float(attr.get("alpha", 1.0)), dtype_of(inputs[0]))
 
 
 @register("Celu")
@@ -72,7 +72,7 @@ class Celu(onnx_frontend.OnnxOpConverter):
         x = inputs[0]
         alpha = float(attr.get("alpha", 1.0))
         scaled = relax.op.divide(x, _const(alpha, x))
-        return relax.op.multiply(_const(alpha, x), _elu(scaled, 1.0, dtype_of(x)))
+        return relax.op.multiply(_const(alpha, x), elu(scaled, 1.0, dtype_of(x)))
 
 
 @register("Mod")
@@ -213,17 +213,6 @@ class BitCast(onnx_frontend.OnnxOpConverter):
         return bb.emit_te(reinterpret, x)
 
 
-def constant_axis(value, params, what: str) -> int:
-    """A scalar or one-element axis input that must be known at compile time."""
-    array = onnx_frontend.get_constant(value, params)
-    if not isinstance(array, tvm.ir.GenericConst):
-        raise ModelError(
-            f"{what} with an axis computed at run time is not supported: expected a constant "
-            "(freeze the input with --bind)"
-        )
-    return int(np.asarray(array.value.numpy()).reshape(-1)[0])
-
-
 @register("CumProd")
 class CumProd(onnx_frontend.OnnxOpConverter):
     """Cumulative product along a constant axis; exclusive and reverse as attributes."""
@@ -231,7 +220,7 @@ class CumProd(onnx_frontend.OnnxOpConverter):
     @classmethod
     def _impl_v26(cls, bb, inputs, attr, params):
         x = inputs[0]
-        axis = constant_axis(inputs[1], params, "CumProd")
+        axis = required_int(inputs[1], "CumProd", "axis")
         reverse = bool(attr.get("reverse", 0))
         if reverse:
             x = bb.emit(relax.op.flip(x, axis))

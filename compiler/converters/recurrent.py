@@ -14,6 +14,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
 from . import register
+from .static import static_dim
 
 op = relax.op
 MAX_STEPS = 1024
@@ -26,19 +27,9 @@ def _text(attr, name: str, default: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _static(dim, what: str) -> int:
-    value = getattr(dim, "value", dim)
-    if not isinstance(value, int):
-        raise ModelError(
-            f"{what} with a dynamic dim ({dim}) is not supported",
-            hint="pin the dim with --dim NAME=VALUE or --input-shape",
-        )
-    return value
-
-
 def _split_heads(x, heads: int):
     """[B, T, H*D] → [B, H, T, D] in float32."""
-    b, t, hd = (_static(d, "LinearAttention") for d in x.ty.shape.values)
+    b, t, hd = (static_dim(d, "LinearAttention") for d in x.ty.shape.values)
     x = op.reshape(x, [b, t, heads, hd // heads])
     return op.astype(op.permute_dims(x, [0, 2, 1, 3]), "float32")
 
@@ -55,11 +46,11 @@ class LinearAttention(OnnxOpConverter):
         hq, hkv = attr.get("q_num_heads"), attr.get("kv_num_heads")
         if not hq or not hkv or hq % hkv:
             raise ModelError(f"LinearAttention needs q_num_heads ({hq}) a multiple of kv ({hkv})")
-        b, t, qhd = (_static(d, "LinearAttention") for d in q.ty.shape.values)
+        b, t, qhd = (static_dim(d, "LinearAttention") for d in q.ty.shape.values)
         if t > MAX_STEPS:
             raise ModelError(f"LinearAttention over {t} steps: mlc unrolls 1 to {MAX_STEPS}")
         dk = qhd // hq
-        dv = _static(v.ty.shape.values[2], "LinearAttention") // hkv
+        dv = static_dim(v.ty.shape.values[2], "LinearAttention") // hkv
         q4 = bb.emit(_split_heads(q, hq))
         k4 = bb.emit(_split_heads(k, hkv))
         v4 = bb.emit(_split_heads(v, hkv))
@@ -96,7 +87,7 @@ def _per_step(bb, x, heads):
     """decay [B, T, H] or [B, T, H*d_k] and beta [B, T, H or 1] → [B, H, T, 1 or d_k]."""
     if x is None:
         raise ModelError("LinearAttention's update_rule needs its decay/beta input")
-    b, t, last = (_static(d, "LinearAttention") for d in x.ty.shape.values)
+    b, t, last = (static_dim(d, "LinearAttention") for d in x.ty.shape.values)
     if heads is None or last == heads:
         x = op.reshape(x, [b, t, last, 1])
     else:
@@ -113,9 +104,9 @@ class CausalConvWithState(OnnxOpConverter):
         if act not in ("none", "silu", "swish"):
             raise ModelError(f"CausalConvWithState activation {act!r} is not none/silu/swish")
         batch, channels, _length = x.ty.shape.values
-        k = _static(weight.ty.shape.values[2], "CausalConvWithState")
+        k = static_dim(weight.ty.shape.values[2], "CausalConvWithState")
         if past is None:
-            shape = [_static(batch, "CausalConvWithState"), _static(channels, "C"), k - 1]
+            shape = [*(static_dim(d, "CausalConvWithState") for d in (batch, channels)), k - 1]
             past = relax.const(np.zeros(shape, str(x.ty.dtype)), str(x.ty.dtype))
         padded = bb.emit(op.concat([past, x], axis=2)) if k > 1 else x
         # float32 accumulation, rounded once to the input dtype (as the reference does)
@@ -123,13 +114,13 @@ class CausalConvWithState(OnnxOpConverter):
         if k == 1:  # a per-channel scale (a 1-long reduction trips TVM's GEMV rule)
             y = op.multiply(f32[0], op.reshape(f32[1], [1, -1, 1]))
         else:
-            y = op.nn.conv1d(*f32, groups=_static(channels, "CausalConvWithState"))
+            y = op.nn.conv1d(*f32, groups=static_dim(channels, "CausalConvWithState"))
         if bias is not None:
             y = op.add(y, op.reshape(bb.emit(op.astype(bias, "float32")), [1, -1, 1]))
         y = op.astype(y, x.ty.dtype)
         if act != "none":
             y32 = op.astype(y, "float32")
             y = op.astype(op.multiply(y32, op.sigmoid(y32)), x.ty.dtype)
-        length = _static(padded.ty.shape.values[2], "CausalConvWithState")
+        length = static_dim(padded.ty.shape.values[2], "CausalConvWithState")
         present = op.strided_slice(padded, axes=[2], begin=[length - (k - 1)], end=[length])
         return relax.Tuple([bb.emit(y), bb.emit(present)])

@@ -8,34 +8,26 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import tvm
 from tvm import relax, te, tirx
 from tvm.relax.frontend.onnx import onnx_frontend
 
-from ..errors import ModelError
 from . import register
+from .static import required_constant
 
 
-def reduce_axes(inputs, attr, params, ndim: int) -> list[int] | None:
+def reduce_axes(inputs, attr, op: str, ndim: int) -> list[int] | None:
     """The normalised axes to reduce; None for all; [] for none (noop_with_empty_axes)."""
     axes = attr.get("axes")
     if len(inputs) > 1 and inputs[1] is not None:
-        value = onnx_frontend.get_constant(inputs[1], params)
-        if not isinstance(value, tvm.ir.GenericConst):
-            raise ModelError(
-                "reduction axes computed at run time are not supported: "
-                "expected a constant or an initializer (freeze the input with --bind)"
-            )
-        axes = np.asarray(value.value.numpy()).reshape(-1).tolist()
+        axes = required_constant(inputs[1], op, "axes").reshape(-1).tolist()
     if not axes:
         return [] if attr.get("noop_with_empty_axes", 0) else None
     return sorted(int(a) + ndim if int(a) < 0 else int(a) for a in axes)
 
 
-def _extreme(bb, inputs, attr, params, largest: bool):
+def _extreme(bb, inputs, attr, largest: bool):
     x = inputs[0]
-    axes = reduce_axes(inputs, attr, params, len(x.ty.shape))
+    axes = reduce_axes(inputs, attr, "ReduceMax" if largest else "ReduceMin", len(x.ty.shape))
     keepdims = bool(attr.get("keepdims", 1))
     if axes == []:
         return x
@@ -72,14 +64,14 @@ def _reduce_from(data, axes: list[int], keepdims: bool, edge: float):
 class ReduceMax(onnx_frontend.OnnxOpConverter):
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
-        return _extreme(bb, inputs, attr, params, largest=True)
+        return _extreme(bb, inputs, attr, largest=True)
 
 
 @register("ReduceMin")
 class ReduceMin(onnx_frontend.OnnxOpConverter):
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
-        return _extreme(bb, inputs, attr, params, largest=False)
+        return _extreme(bb, inputs, attr, largest=False)
 
 
 @register("ReduceLogSumExp")
@@ -89,7 +81,7 @@ class ReduceLogSumExp(onnx_frontend.OnnxOpConverter):
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
         x = inputs[0]
-        axes = reduce_axes(inputs, attr, params, len(x.ty.shape))
+        axes = reduce_axes(inputs, attr, "ReduceLogSumExp", len(x.ty.shape))
         keepdims = bool(attr.get("keepdims", 1))
         if axes == []:
             return x

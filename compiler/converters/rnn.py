@@ -12,6 +12,8 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
 from . import register
+from .math_ops import elu
+from .static import static_dim
 
 op = relax.op
 
@@ -40,15 +42,7 @@ def _activation(name: str, alpha: float | None, beta: float | None):
             0,
             1,
         ),
-        "elu": lambda x: (
-            op.nn.elu(x, alpha if alpha is not None else 1.0)
-            if hasattr(op.nn, "elu")
-            else op.where(
-                op.greater(x, op.zeros_like(x)),
-                x,
-                op.multiply(c(alpha or 1.0, x), op.subtract(op.exp(x), c(1.0, x))),
-            )
-        ),
+        "elu": lambda x: elu(x, alpha if alpha is not None else 1.0, str(x.ty.dtype)),
         "softsign": lambda x: op.divide(x, op.add(op.abs(x), c(1.0, x))),
         "softplus": lambda x: op.log(op.add(op.exp(x), c(1.0, x))),
     }
@@ -72,7 +66,7 @@ class _Recurrent(OnnxOpConverter):
         layout = attr.get("layout", 0)
         if layout:
             x = op.permute_dims(x, [1, 0, 2])
-        steps, batch = (_static(d, cls.op_name) for d in bb.normalize(x).ty.shape.values[:2])
+        steps, batch = (static_dim(d, cls.op_name) for d in bb.normalize(x).ty.shape.values[:2])
         hidden = int(attr["hidden_size"])
         direction = attr.get("direction", b"forward").decode()
         dirs = 2 if direction == "bidirectional" else 1
@@ -275,14 +269,3 @@ def _init(state, direction: int, batch: int, hidden: int, like):
     if state is None:
         return op.zeros((batch, hidden), like.ty.dtype if hasattr(like, "ty") else "float32")
     return _pick(state, direction)
-
-
-def _static(dim, name: str) -> int:
-    value = getattr(dim, "value", None)
-    if not isinstance(value, int):
-        raise ModelError(
-            f"{name} with a dynamic sequence length or batch ({dim}) is not supported: it is "
-            "unrolled at compile time",
-            hint="pin the dim with --dim NAME=VALUE or --input-shape",
-        )
-    return value

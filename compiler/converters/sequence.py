@@ -12,6 +12,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
 from . import register
+from .static import static_dim
 
 op = relax.op
 
@@ -30,16 +31,6 @@ def _per_batch(bb, x, axis: int, rank: int):
     return bb.emit(op.reshape(bb.emit(op.astype(x, "int64")), shape))
 
 
-def _static(x, axis: int, what: str) -> int:
-    value = getattr(x.ty.shape.values[axis], "value", None)
-    if not isinstance(value, int):
-        raise ModelError(
-            f"{what} over a dynamic axis ({x.ty.shape.values[axis]}) is not supported",
-            hint="pin the dim with --dim NAME=VALUE or --input-shape",
-        )
-    return value
-
-
 @register("ReverseSequence")
 class ReverseSequence(OnnxOpConverter):
     @classmethod
@@ -47,7 +38,7 @@ class ReverseSequence(OnnxOpConverter):
         data, lens = inputs[0], inputs[1]
         rank = len(data.ty.shape.values)
         batch_axis, time_axis = attr.get("batch_axis", 1), attr.get("time_axis", 0)
-        steps = _static(data, time_axis, "ReverseSequence")
+        steps = static_dim(data.ty.shape.values[time_axis], "ReverseSequence")
         t = _along(np.arange(steps), time_axis, rank)
         length = _per_batch(bb, lens, batch_axis, rank)
         flipped = op.subtract(op.subtract(length, relax.const(1, "int64")), t)
@@ -69,8 +60,8 @@ class TensorScatter(OnnxOpConverter):
         axis = attr.get("axis", -2) % rank
         if axis == 0:
             raise ModelError("TensorScatter axis 0 is the batch axis; expected a sequence axis")
-        cache_len = _static(past, axis, "TensorScatter")
-        update_len = _static(update, axis, "TensorScatter")
+        cache_len = static_dim(past.ty.shape.values[axis], "TensorScatter")
+        update_len = static_dim(update.ty.shape.values[axis], "TensorScatter")
         offset = _along(np.arange(cache_len), axis, rank)
         if where is not None:
             offset = op.subtract(offset, _per_batch(bb, where, 0, rank))

@@ -9,37 +9,20 @@ size are constants themselves.
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from onnx import helper
 from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
 from . import register
+from .static import required_constant, required_int, static_dim
 
 op = relax.op
 
 
-def _const(x, op_name: str, what: str):
-    """The value of a constant input (None if absent)."""
-    if x is None:
-        return None
-    if not isinstance(x, tvm.ir.GenericConst):
-        raise ModelError(
-            f"{op_name} with a run-time {what} is not supported: mlc needs it at compile time",
-            hint=f"freeze the {what} input with --bind NAME=FILE.npy",
-        )
-    return x.value.numpy()
-
-
-def _dim(x, axis: int) -> int:
-    value = getattr(x.ty.shape.values[axis], "value", None)
-    if not isinstance(value, int):
-        raise ModelError(
-            f"a transform over a dynamic dim ({x.ty.shape.values[axis]}) is not supported",
-            hint="pin the dim with --dim NAME=VALUE or --input-shape",
-        )
-    return value
+def _optional(x, op_name: str, what: str):
+    """An optional input's compile-time value (None if absent)."""
+    return None if x is None else required_constant(x, op_name, what)
 
 
 def _tables(n_in: int, length: int, bins: int, inverse: bool):
@@ -64,12 +47,12 @@ def _spectrum(bb, re, im, tables, dtype: str):
     return bb.emit(real), bb.emit(imag)
 
 
-def _parts(bb, x, work: str):
+def _parts(bb, x, work: str, op_name: str):
     """The real and imaginary parts [...] of a signal [..., 1 or 2] (imag None if real)."""
     x = bb.emit(op.astype(x, work)) if str(x.ty.dtype) != work else x
     re = bb.emit(op.take(x, relax.const(0, "int64"), axis=-1))
     im = None
-    if _dim(x, -1) == 2:
+    if static_dim(x.ty.shape.values[-1], op_name) == 2:
         im = bb.emit(op.take(x, relax.const(1, "int64"), axis=-1))
     return re, im
 
@@ -93,13 +76,13 @@ def _dft(bb, x, length, axis: int, inverse: bool, onesided: bool):
     axis = axis % rank
     if axis == rank - 1:
         raise ModelError("DFT axis is the last (real/imaginary) axis; expected a signal axis")
-    n_in = _dim(x, axis)
+    n_in = static_dim(x.ty.shape.values[axis], "DFT")
     if length is None:
         length = 2 * (n_in - 1) if inverse and onesided else n_in
     length = int(length)
     if length < 1:
         raise ModelError(f"DFT dft_length {length} is not positive")
-    re, im = _parts(bb, x, _work_dtype(dtype))
+    re, im = _parts(bb, x, _work_dtype(dtype), "DFT")
     perm = [i for i in range(rank - 1) if i != axis] + [axis]
     back = list(np.argsort(perm))
     re = bb.emit(op.permute_dims(re, perm))
@@ -124,7 +107,7 @@ def _dft(bb, x, length, axis: int, inverse: bool, onesided: bool):
 class DFT(OnnxOpConverter):
     @classmethod
     def _impl_v17(cls, bb, inputs, attr, params):
-        length = _const(inputs[1] if len(inputs) > 1 else None, "DFT", "dft_length")
+        length = _optional(inputs[1] if len(inputs) > 1 else None, "DFT", "dft_length")
         return _dft(
             bb,
             inputs[0],
@@ -137,9 +120,8 @@ class DFT(OnnxOpConverter):
     @classmethod
     def _impl_v20(cls, bb, inputs, attr, params):
         inputs = list(inputs) + [None] * (3 - len(inputs))
-        length = _const(inputs[1], "DFT", "dft_length")
-        axis = _const(inputs[2], "DFT", "axis")
-        axis = -2 if axis is None else int(axis)
+        length = _optional(inputs[1], "DFT", "dft_length")
+        axis = -2 if inputs[2] is None else required_int(inputs[2], "DFT", "axis")
         inverse, onesided = bool(attr.get("inverse", 0)), bool(attr.get("onesided", 0))
         return _dft(bb, inputs[0], length, axis, inverse, onesided)
 
@@ -149,18 +131,20 @@ class STFT(OnnxOpConverter):
     @classmethod
     def _impl_v17(cls, bb, inputs, attr, params):
         signal, step, window, frame_len = list(inputs) + [None] * (4 - len(inputs))
-        step = int(_const(step, "STFT", "frame_step"))
-        frame_len = _const(frame_len, "STFT", "frame_length")
-        length = _dim(signal, 1)
+        step = required_int(step, "STFT", "frame_step")
+        frame_len = _optional(frame_len, "STFT", "frame_length")
+        length = static_dim(signal.ty.shape.values[1], "STFT")
         if frame_len is None:
-            frame_len = _dim(window, 0) if window is not None else length
+            frame_len = (
+                static_dim(window.ty.shape.values[0], "STFT") if window is not None else length
+            )
         frame_len = int(frame_len)
         if step < 1 or not 0 < frame_len <= length:
             raise ModelError(f"STFT frame_step {step} / frame_length {frame_len} out of range")
         frames = 1 + (length - frame_len) // step
         dtype = str(signal.ty.dtype)
         work = _work_dtype(dtype)
-        re, im = _parts(bb, signal, work)  # [batch, length]
+        re, im = _parts(bb, signal, work, "STFT")  # [batch, length]
         index = np.arange(frames).reshape(-1, 1) * step + np.arange(frame_len).reshape(1, -1)
         index = relax.const(index.astype(np.int64))
         re = op.take(re, index, axis=1)  # [batch, frames, frame_len]
@@ -183,7 +167,7 @@ def _window_converter(name: str, coefficients: tuple[float, ...]):
     class Window(OnnxOpConverter):
         @classmethod
         def _impl_v17(cls, bb, inputs, attr, params):
-            size = int(_const(inputs[0], name, "size"))
+            size = required_int(inputs[0], name, "size")
             dtype = helper.tensor_dtype_to_np_dtype(attr.get("output_datatype", 1))
             span = size if attr.get("periodic", 1) else size - 1
             n = np.arange(size, dtype=np.float64)
@@ -209,7 +193,7 @@ class MelWeightMatrix(OnnxOpConverter):
     @classmethod
     def _impl_v17(cls, bb, inputs, attr, params):
         mels, length, rate = (
-            int(_const(x, "MelWeightMatrix", what))
+            required_int(x, "MelWeightMatrix", what)
             for x, what in zip(inputs[:3], ("num_mel_bins", "dft_length", "sample_rate"))
         )
         lower, upper = (bb.emit(op.astype(x, "float32")) for x in inputs[3:5])

@@ -6,23 +6,12 @@ any numeric tensor (often float) and the values as a run-time tensor. Det is mis
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from tvm import relax, te
 from tvm.relax.frontend.onnx import onnx_frontend
 
-from ..errors import ModelError
 from . import register
 from .math_ops import dtype_of
-
-
-def _constant_depth(value, params) -> int:
-    array = onnx_frontend.get_constant(value, params)
-    if not isinstance(array, tvm.ir.GenericConst):
-        raise ModelError(
-            "OneHot with a depth computed at run time is not supported: expected a constant "
-            "(freeze the input with --bind)"
-        )
-    return int(np.asarray(array.value.numpy()).reshape(-1)[0])
+from .static import required_int
 
 
 @register("OneHot")
@@ -33,7 +22,7 @@ class OneHot(onnx_frontend.OnnxOpConverter):
     @classmethod
     def _impl_v9(cls, bb, inputs, attr, params):
         indices, values = inputs[0], inputs[2]
-        depth = _constant_depth(inputs[1], params)
+        depth = required_int(inputs[1], "OneHot", "depth")
         rank = len(indices.ty.shape) + 1
         axis = int(attr.get("axis", -1))
         axis = axis + rank if axis < 0 else axis
