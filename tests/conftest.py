@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import models  # noqa: E402
+from onnx_cases import assert_same_outputs  # noqa: E402
 
 from compiler.api import compile_model, load_bundle  # noqa: E402
 from compiler.options import CompileOptions  # noqa: E402
@@ -55,12 +56,7 @@ def assert_matches_onnxruntime(bundle: Path, onnx_path: Path, dims=None, atol=1e
     model = load_bundle(bundle)
     inputs = random_inputs(model, dims=dims)
     got = model(**inputs)
-    expected = run_reference(onnx_path, inputs)
-    assert list(got) == list(expected)
-    for name, ref in expected.items():
-        assert got[name].dtype == ref.dtype, name
-        assert got[name].shape == ref.shape, name
-        np.testing.assert_allclose(got[name], ref, rtol=rtol, atol=atol, err_msg=name)
+    assert_same_outputs(got, run_reference(onnx_path, inputs), atol=atol, rtol=rtol)
 
 
 def mlc(*args: str):

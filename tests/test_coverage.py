@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+from onnx_cases import check, const, make_model, rand, vi
 
 from compiler.api import compile_model, load_bundle
 from compiler.errors import ModelError, UsageError
@@ -20,43 +21,6 @@ from compiler.reference import run_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 F = TensorProto.FLOAT
-RNG = np.random.default_rng(0)
-
-
-def _model(nodes, inputs, outputs, inits=(), opset=17, extra_opsets=()):
-    graph = helper.make_graph(nodes, "coverage", inputs, outputs, initializer=list(inits))
-    opsets = [helper.make_opsetid("", opset), *extra_opsets]
-    model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
-
-
-def _init(name, array):
-    return numpy_helper.from_array(np.asarray(array), name)
-
-
-def _check(tmp_path, model, inputs, atol=1e-4, options=None):
-    """Compile with mlc, run with the bundle's loader, compare with onnxruntime."""
-    path = tmp_path / "model.onnx"
-    onnx.save(model, path)
-    bundle = compile_model(path, tmp_path / "bundle", options or CompileOptions()).bundle
-    got = load_bundle(bundle)(**inputs)
-    expected = run_reference(path, inputs)
-    assert list(got) == list(expected)
-    for name, ref in expected.items():
-        assert got[name].shape == ref.shape, name
-        assert got[name].dtype == ref.dtype, name
-        np.testing.assert_allclose(got[name], ref, atol=atol, rtol=1e-4, err_msg=name)
-    return got
-
-
-def _rand(*shape):
-    return RNG.standard_normal(shape).astype(np.float32)
-
-
-def _vi(name, shape, dtype=F):
-    return helper.make_tensor_value_info(name, dtype, shape)
 
 
 @pytest.mark.slow
@@ -66,13 +30,13 @@ def test_lstm_bidirectional(tmp_path):
         "LSTM", ["x", "w", "r", "b"], ["y", "y_h", "y_c"], hidden_size=h, direction="bidirectional"
     )
     inits = [
-        _init("w", _rand(2, 4 * h, i)),
-        _init("r", _rand(2, 4 * h, h)),
-        _init("b", _rand(2, 8 * h)),
+        const("w", rand(2, 4 * h, i)),
+        const("r", rand(2, 4 * h, h)),
+        const("b", rand(2, 8 * h)),
     ]
-    outs = [_vi("y", [t, 2, b, h]), _vi("y_h", [2, b, h]), _vi("y_c", [2, b, h])]
-    model = _model([node], [_vi("x", [t, b, i])], outs, inits, opset=14)
-    _check(tmp_path, model, {"x": _rand(t, b, i)})
+    outs = [vi("y", [t, 2, b, h]), vi("y_h", [2, b, h]), vi("y_c", [2, b, h])]
+    model = make_model([node], [vi("x", [t, b, i])], outs, inits, opset=14)
+    check(tmp_path, model, {"x": rand(t, b, i)})
 
 
 @pytest.mark.slow
@@ -81,25 +45,25 @@ def test_gru_linear_before_reset_with_initial_state(tmp_path):
     node = helper.make_node(
         "GRU", ["x", "w", "r", "", "", "h0"], ["y", "y_h"], hidden_size=h, linear_before_reset=1
     )
-    inits = [_init("w", _rand(1, 3 * h, i)), _init("r", _rand(1, 3 * h, h))]
-    inputs = [_vi("x", [t, b, i]), _vi("h0", [1, b, h])]
-    model = _model([node], inputs, [_vi("y", [t, 1, b, h]), _vi("y_h", [1, b, h])], inits)
-    _check(tmp_path, model, {"x": _rand(t, b, i), "h0": _rand(1, b, h)})
+    inits = [const("w", rand(1, 3 * h, i)), const("r", rand(1, 3 * h, h))]
+    inputs = [vi("x", [t, b, i]), vi("h0", [1, b, h])]
+    model = make_model([node], inputs, [vi("y", [t, 1, b, h]), vi("y_h", [1, b, h])], inits)
+    check(tmp_path, model, {"x": rand(t, b, i), "h0": rand(1, b, h)})
 
 
 def test_if_both_branches(tmp_path):
     then = helper.make_graph(
-        [helper.make_node("Add", ["x", "one"], ["t"])], "then", [], [_vi("t", [2, 3])]
+        [helper.make_node("Add", ["x", "one"], ["t"])], "then", [], [vi("t", [2, 3])]
     )
     other = helper.make_graph(
-        [helper.make_node("Mul", ["x", "two"], ["e"])], "else", [], [_vi("e", [2, 3])]
+        [helper.make_node("Mul", ["x", "two"], ["e"])], "else", [], [vi("e", [2, 3])]
     )
     node = helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)
-    inits = [_init("one", np.float32(1)), _init("two", np.float32(2))]
-    inputs = [_vi("c", [], TensorProto.BOOL), _vi("x", [2, 3])]
-    model = _model([node], inputs, [_vi("y", [2, 3])], inits)
-    x = _rand(2, 3)
-    got = _check(tmp_path, model, {"c": np.array(True), "x": x})
+    inits = [const("one", np.float32(1)), const("two", np.float32(2))]
+    inputs = [vi("c", [], TensorProto.BOOL), vi("x", [2, 3])]
+    model = make_model([node], inputs, [vi("y", [2, 3])], inits)
+    x = rand(2, 3)
+    got = check(tmp_path, model, {"c": np.array(True), "x": x})
     np.testing.assert_allclose(got["y"], x + 1, rtol=1e-6)
     bundle = load_bundle(tmp_path / "bundle")
     np.testing.assert_allclose(bundle(c=np.array(False), x=x)["y"], x * 2, rtol=1e-6)
@@ -114,22 +78,22 @@ def _loop_model(trips_as_input: bool):
             helper.make_node("Identity", ["cond_in"], ["cond_out"]),
         ],
         "body",
-        [_vi("i", [], TensorProto.INT64), _vi("cond_in", [], TensorProto.BOOL), _vi("acc_in", [3])],
-        [_vi("cond_out", [], TensorProto.BOOL), _vi("acc_out", [3]), _vi("sq", [3])],
+        [vi("i", [], TensorProto.INT64), vi("cond_in", [], TensorProto.BOOL), vi("acc_in", [3])],
+        [vi("cond_out", [], TensorProto.BOOL), vi("acc_out", [3]), vi("sq", [3])],
     )
     node = helper.make_node("Loop", ["m", "", "x"], ["final", "squares"], body=body)
-    inputs = [_vi("x", [3])]
+    inputs = [vi("x", [3])]
     inits = []
     if trips_as_input:
-        inputs.append(_vi("m", [], TensorProto.INT64))
+        inputs.append(vi("m", [], TensorProto.INT64))
     else:
-        inits.append(_init("m", np.int64(4)))
-    return _model([node], inputs, [_vi("final", [3]), _vi("squares", [4, 3])], inits)
+        inits.append(const("m", np.int64(4)))
+    return make_model([node], inputs, [vi("final", [3]), vi("squares", [4, 3])], inits)
 
 
 @pytest.mark.slow
 def test_loop_unrolled(tmp_path):
-    _check(tmp_path, _loop_model(trips_as_input=False), {"x": _rand(3)})
+    check(tmp_path, _loop_model(trips_as_input=False), {"x": rand(3)})
 
 
 def test_loop_with_runtime_trip_count_is_a_clear_error(tmp_path):
@@ -157,7 +121,7 @@ def test_loop_trip_count_bound_on_the_command_line(tmp_path):
     assert result.returncode == 0, result.stderr
     bundle = load_bundle(out)
     assert [i.name for i in bundle.inputs] == ["x"]
-    x = _rand(3)
+    x = rand(3)
     expected = run_reference(path, {"x": x, "m": np.array(4, np.int64)})
     got = bundle(x=x)
     for name in expected:
@@ -191,12 +155,12 @@ def test_resize_linear_and_nearest(tmp_path):
         ),
     ]  # fmt: skip
     inits = [
-        _init("scales", np.array([1, 1, 2, 2], np.float32)),
-        _init("sizes", np.array([1, 2, 3, 6], np.int64)),
+        const("scales", np.array([1, 1, 2, 2], np.float32)),
+        const("sizes", np.array([1, 2, 3, 6], np.int64)),
     ]
-    outs = [_vi("up", [1, 2, 8, 8]), _vi("near", [1, 2, 3, 6])]
-    model = _model(nodes, [_vi("x", [1, 2, 4, 4])], outs, inits)
-    _check(tmp_path, model, {"x": _rand(1, 2, 4, 4)})
+    outs = [vi("up", [1, 2, 8, 8]), vi("near", [1, 2, 3, 6])]
+    model = make_model(nodes, [vi("x", [1, 2, 4, 4])], outs, inits)
+    check(tmp_path, model, {"x": rand(1, 2, 4, 4)})
 
 
 def test_conv_transpose(tmp_path):
@@ -204,9 +168,9 @@ def test_conv_transpose(tmp_path):
         "ConvTranspose", ["x", "w", "b"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1],
         output_padding=[1, 1],
     )  # fmt: skip
-    inits = [_init("w", _rand(2, 3, 3, 3)), _init("b", _rand(3))]
-    model = _model([node], [_vi("x", [1, 2, 5, 5])], [_vi("y", [1, 3, 10, 10])], inits)
-    _check(tmp_path, model, {"x": _rand(1, 2, 5, 5)})
+    inits = [const("w", rand(2, 3, 3, 3)), const("b", rand(3))]
+    model = make_model([node], [vi("x", [1, 2, 5, 5])], [vi("y", [1, 3, 10, 10])], inits)
+    check(tmp_path, model, {"x": rand(1, 2, 5, 5)})
 
 
 def test_hard_sigmoid_and_hard_swish(tmp_path):
@@ -214,8 +178,8 @@ def test_hard_sigmoid_and_hard_swish(tmp_path):
         helper.make_node("HardSigmoid", ["x"], ["hs"], alpha=0.3, beta=0.4),
         helper.make_node("HardSwish", ["x"], ["hw"]),
     ]
-    model = _model(nodes, [_vi("x", [4, 8])], [_vi("hs", [4, 8]), _vi("hw", [4, 8])])
-    _check(tmp_path, model, {"x": 4 * _rand(4, 8)})
+    model = make_model(nodes, [vi("x", [4, 8])], [vi("hs", [4, 8]), vi("hw", [4, 8])])
+    check(tmp_path, model, {"x": 4 * rand(4, 8)})
 
 
 def test_pad_reflect_and_constant(tmp_path):
@@ -223,16 +187,16 @@ def test_pad_reflect_and_constant(tmp_path):
         helper.make_node("Pad", ["x", "pads"], ["r"], mode="reflect"),
         helper.make_node("Pad", ["x", "pads", "value"], ["c"], mode="constant"),
     ]
-    inits = [_init("pads", np.array([0, 1, 2, 0, 2, 1], np.int64)), _init("value", np.float32(7))]
-    outs = [_vi("r", [2, 7, 7]), _vi("c", [2, 7, 7])]
-    model = _model(nodes, [_vi("x", [2, 4, 4])], outs, inits)
-    _check(tmp_path, model, {"x": _rand(2, 4, 4)})
+    inits = [const("pads", np.array([0, 1, 2, 0, 2, 1], np.int64)), const("value", np.float32(7))]
+    outs = [vi("r", [2, 7, 7]), vi("c", [2, 7, 7])]
+    model = make_model(nodes, [vi("x", [2, 4, 4])], outs, inits)
+    check(tmp_path, model, {"x": rand(2, 4, 4)})
 
 
 def test_einsum(tmp_path):
     node = helper.make_node("Einsum", ["a", "b"], ["y"], equation="bij,bjk->bik")
-    model = _model([node], [_vi("a", [2, 3, 4]), _vi("b", [2, 4, 5])], [_vi("y", [2, 3, 5])])
-    _check(tmp_path, model, {"a": _rand(2, 3, 4), "b": _rand(2, 4, 5)})
+    model = make_model([node], [vi("a", [2, 3, 4]), vi("b", [2, 4, 5])], [vi("y", [2, 3, 5])])
+    check(tmp_path, model, {"a": rand(2, 3, 4), "b": rand(2, 4, 5)})
 
 
 def test_gather_nd_and_scatter_nd(tmp_path):
@@ -241,19 +205,19 @@ def test_gather_nd_and_scatter_nd(tmp_path):
         helper.make_node("ScatterND", ["x", "si", "u"], ["s"]),
     ]
     inits = [
-        _init("gi", np.array([[0, 1], [2, 3]], np.int64)),
-        _init("si", np.array([[1], [3]], np.int64)),
+        const("gi", np.array([[0, 1], [2, 3]], np.int64)),
+        const("si", np.array([[1], [3]], np.int64)),
     ]
-    inputs = [_vi("x", [4, 4, 3]), _vi("u", [2, 4, 3])]
-    model = _model(nodes, inputs, [_vi("g", [2, 3]), _vi("s", [4, 4, 3])], inits)
-    _check(tmp_path, model, {"x": _rand(4, 4, 3), "u": _rand(2, 4, 3)})
+    inputs = [vi("x", [4, 4, 3]), vi("u", [2, 4, 3])]
+    model = make_model(nodes, inputs, [vi("g", [2, 3]), vi("s", [4, 4, 3])], inits)
+    check(tmp_path, model, {"x": rand(4, 4, 3), "u": rand(2, 4, 3)})
 
 
 def test_topk(tmp_path):
     node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=-1)
-    outs = [_vi("v", [3, 3]), _vi("i", [3, 3], TensorProto.INT64)]
-    model = _model([node], [_vi("x", [3, 10])], outs, [_init("k", np.array([3], np.int64))])
-    _check(tmp_path, model, {"x": _rand(3, 10)})
+    outs = [vi("v", [3, 3]), vi("i", [3, 3], TensorProto.INT64)]
+    model = make_model([node], [vi("x", [3, 10])], outs, [const("k", np.array([3], np.int64))])
+    check(tmp_path, model, {"x": rand(3, 10)})
 
 
 @pytest.mark.slow
@@ -262,19 +226,19 @@ def test_non_max_suppression(tmp_path):
         "NonMaxSuppression", ["boxes", "scores", "max_out", "iou", "score_min"], ["sel"]
     )
     inits = [
-        _init("max_out", np.array([3], np.int64)),
-        _init("iou", np.array([0.5], np.float32)),
-        _init("score_min", np.array([0.0], np.float32)),
+        const("max_out", np.array([3], np.int64)),
+        const("iou", np.array([0.5], np.float32)),
+        const("score_min", np.array([0.0], np.float32)),
     ]
-    inputs = [_vi("boxes", [1, 6, 4]), _vi("scores", [1, 1, 6])]
-    outs = [_vi("sel", [None, 3], TensorProto.INT64)]
-    model = _model([node], inputs, outs, inits, opset=11)
+    inputs = [vi("boxes", [1, 6, 4]), vi("scores", [1, 1, 6])]
+    outs = [vi("sel", [None, 3], TensorProto.INT64)]
+    model = make_model([node], inputs, outs, inits, opset=11)
     boxes = np.array(
         [[[0, 0, 1, 1], [0, 0.1, 1, 1.1], [0, -0.1, 1, 0.9], [0, 10, 1, 11], [0, 10.1, 1, 11.1],
           [0, 100, 1, 101]]], np.float32,
     )  # fmt: skip
     scores = np.array([[[0.9, 0.75, 0.6, 0.95, 0.5, 0.3]]], np.float32)
-    _check(tmp_path, model, {"boxes": boxes, "scores": scores})
+    check(tmp_path, model, {"boxes": boxes, "scores": scores})
 
 
 def test_ai_onnx_ml_ops(tmp_path):
@@ -283,8 +247,8 @@ def test_ai_onnx_ml_ops(tmp_path):
         helper.make_node("Scaler", ["x"], ["s"], domain="ai.onnx.ml", offset=[1.0], scale=[2.0]),
         helper.make_node("Binarizer", ["s"], ["y"], domain="ai.onnx.ml", threshold=0.5),
     ]
-    model = _model(nodes, [_vi("x", [3, 4])], [_vi("y", [3, 4])], extra_opsets=[ml])
-    _check(tmp_path, model, {"x": _rand(3, 4)})
+    model = make_model(nodes, [vi("x", [3, 4])], [vi("y", [3, 4])], extra_opsets=[ml])
+    check(tmp_path, model, {"x": rand(3, 4)})
 
 
 @pytest.mark.slow
@@ -298,23 +262,23 @@ def test_opset7_model(tmp_path):
         helper.make_node("Reshape", ["u", "shape"], ["y"]),
     ]
     inits = [
-        _init("w", _rand(4, 3, 3, 3)),
-        _init("g", _rand(4)),
-        _init("bt", _rand(4)),
-        _init("mu", _rand(4)),
-        _init("var", np.abs(_rand(4)) + 0.5),
-        _init("shape", np.array([1, -1], np.int64)),
+        const("w", rand(4, 3, 3, 3)),
+        const("g", rand(4)),
+        const("bt", rand(4)),
+        const("mu", rand(4)),
+        const("var", np.abs(rand(4)) + 0.5),
+        const("shape", np.array([1, -1], np.int64)),
     ]
-    model = _model(nodes, [_vi("x", [1, 3, 4, 4])], [_vi("y", [1, 256])], inits, opset=7)
-    _check(tmp_path, model, {"x": _rand(1, 3, 4, 4)})
+    model = make_model(nodes, [vi("x", [1, 3, 4, 4])], [vi("y", [1, 256])], inits, opset=7)
+    check(tmp_path, model, {"x": rand(1, 3, 4, 4)})
 
 
 def test_read_only_inputs(tmp_path):
     """numpy_helper.to_array and np.frombuffer give read-only arrays; DLPack cannot export them."""
-    model = _model([helper.make_node("Abs", ["x"], ["y"])], [_vi("x", [4])], [_vi("y", [4])])
+    model = make_model([helper.make_node("Abs", ["x"], ["y"])], [vi("x", [4])], [vi("y", [4])])
     x = np.frombuffer(np.arange(-2, 2, dtype=np.float32).tobytes(), dtype=np.float32)
     assert not x.flags.writeable
-    _check(tmp_path, model, {"x": x})
+    check(tmp_path, model, {"x": x})
 
 
 def test_conformance_runner_categorises(tmp_path):
@@ -401,7 +365,7 @@ def test_layer_normalization_mean_and_inverse_std_outputs(tmp_path):
     node = helper.make_node(
         "LayerNormalization", ["x", "g", "b"], ["y", "mean", "inv_std"], axis=1, epsilon=1e-3
     )
-    inits = [_init("g", _rand(4, 5)), _init("b", _rand(4, 5))]
-    outs = [_vi("y", [3, 4, 5]), _vi("mean", [3, 1, 1]), _vi("inv_std", [3, 1, 1])]
-    model = _model([node], [_vi("x", [3, 4, 5])], outs, inits)
-    _check(tmp_path, model, {"x": _rand(3, 4, 5)})
+    inits = [const("g", rand(4, 5)), const("b", rand(4, 5))]
+    outs = [vi("y", [3, 4, 5]), vi("mean", [3, 1, 1]), vi("inv_std", [3, 1, 1])]
+    model = make_model([node], [vi("x", [3, 4, 5])], outs, inits)
+    check(tmp_path, model, {"x": rand(3, 4, 5)})

@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 import pytest
 from conftest import assert_matches_onnxruntime, mlc
-from onnx import TensorProto, numpy_helper
-from onnx import helper as h
+from onnx import helper
+from onnx_cases import const, make_model, rand, vi
 
 from compiler.api import load_bundle
 
@@ -63,30 +63,17 @@ def test_a_pinned_dim_still_pins(model_dir, tmp_path):
 
 def _attention(dim: int = 16) -> onnx.ModelProto:
     """Single-head self-attention over a symbolic sequence: softmax(x Wq (x Wk)^T) x Wv."""
-    rng = np.random.default_rng(3)
-    inits = [
-        numpy_helper.from_array((rng.standard_normal((dim, dim)) * 0.2).astype("float32"), n)
-        for n in ("wq", "wk", "wv")
-    ]
+    inits = [const(name, rand(dim, dim) * 0.2) for name in ("wq", "wk", "wv")]
     nodes = [
-        h.make_node("MatMul", ["x", "wq"], ["q"]),
-        h.make_node("MatMul", ["x", "wk"], ["k"]),
-        h.make_node("MatMul", ["x", "wv"], ["v"]),
-        h.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
-        h.make_node("MatMul", ["q", "kt"], ["s"]),
-        h.make_node("Softmax", ["s"], ["p"], axis=-1),
-        h.make_node("MatMul", ["p", "v"], ["y"]),
+        helper.make_node("MatMul", ["x", "wq"], ["q"]),
+        helper.make_node("MatMul", ["x", "wk"], ["k"]),
+        helper.make_node("MatMul", ["x", "wv"], ["v"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["y"]),
     ]
-    graph = h.make_graph(
-        nodes,
-        "attention",
-        [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, "seq", dim])],
-        [h.make_tensor_value_info("y", TensorProto.FLOAT, [1, "seq", dim])],
-        inits,
-    )
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return make_model(nodes, [vi("x", [1, "seq", dim])], [vi("y", [1, "seq", dim])], inits)
 
 
 def test_symbolic_sequence_dim(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from test_coverage import _check, _init, _model, _rand, _vi
+from onnx_cases import check, const, make_model, rand, rank_vi, vi
 
 from compiler.api import compile_model
 from compiler.errors import ModelError
@@ -15,11 +15,6 @@ from compiler.options import CompileOptions
 
 I64 = TensorProto.INT64
 U8 = TensorProto.UINT8
-
-
-def _out(name, rank, dtype=TensorProto.FLOAT):
-    """An output of known rank whose dims mlc works out."""
-    return helper.make_tensor_value_info(name, dtype, [f"{name}_{i}" for i in range(rank)])
 
 
 def test_resize_modes_with_axes_and_antialias(tmp_path):
@@ -40,13 +35,13 @@ def test_resize_modes_with_axes_and_antialias(tmp_path):
         ),
     ]  # fmt: skip
     inits = [
-        _init("s1", np.array([0.6, 0.45], np.float32)),
-        _init("s2", np.array([1, 1, 1.7, 2.3], np.float32)),
-        _init("z3", np.array([13, 5], np.int64)),
+        const("s1", np.array([0.6, 0.45], np.float32)),
+        const("s2", np.array([1, 1, 1.7, 2.3], np.float32)),
+        const("z3", np.array([13, 5], np.int64)),
     ]
-    outs = [_out("a", 4), _out("b", 4), _out("c", 4)]
-    model = _model(nodes, [_vi("x", [1, 2, 9, 11])], outs, inits, opset=19)
-    _check(tmp_path, model, {"x": _rand(1, 2, 9, 11)}, atol=1e-4)
+    outs = [rank_vi("a", 4), rank_vi("b", 4), rank_vi("c", 4)]
+    model = make_model(nodes, [vi("x", [1, 2, 9, 11])], outs, inits, opset=19)
+    check(tmp_path, model, {"x": rand(1, 2, 9, 11)}, atol=1e-4)
 
 
 def test_quantized_matmul_and_conv(tmp_path):
@@ -60,28 +55,28 @@ def test_quantized_matmul_and_conv(tmp_path):
     ]  # fmt: skip
     rng = np.random.default_rng(1)
     inits = [
-        _init("as", np.float32(0.02)),
-        _init("az", np.uint8(113)),
-        _init("b", rng.integers(0, 255, (5, 3), dtype=np.uint8)),
-        _init("bs", np.array([0.01, 0.03, 0.02], np.float32)),
-        _init("bz", np.array([120, 110, 130], np.uint8)),
-        _init("ys", np.float32(0.05)),
-        _init("yz", np.uint8(128)),
-        _init("xs", np.float32(0.04)),
-        _init("xz", np.uint8(100)),
-        _init("w", rng.integers(0, 255, (4, 2, 3, 3), dtype=np.uint8)),
-        _init("ws", np.array([0.01, 0.02, 0.015, 0.03], np.float32)),
-        _init("wz", np.uint8(127)),
-        _init("bias", np.array([10, -20, 30, 0], np.int32)),
+        const("as", np.float32(0.02)),
+        const("az", np.uint8(113)),
+        const("b", rng.integers(0, 255, (5, 3), dtype=np.uint8)),
+        const("bs", np.array([0.01, 0.03, 0.02], np.float32)),
+        const("bz", np.array([120, 110, 130], np.uint8)),
+        const("ys", np.float32(0.05)),
+        const("yz", np.uint8(128)),
+        const("xs", np.float32(0.04)),
+        const("xz", np.uint8(100)),
+        const("w", rng.integers(0, 255, (4, 2, 3, 3), dtype=np.uint8)),
+        const("ws", np.array([0.01, 0.02, 0.015, 0.03], np.float32)),
+        const("wz", np.uint8(127)),
+        const("bias", np.array([10, -20, 30, 0], np.int32)),
     ]
-    inputs = [_vi("a", [4, 5], U8), _vi("x", [1, 2, 6, 5], U8)]
-    outs = [_vi("y", [4, 3], U8), _out("c", 4, U8), _out("ci", 4, TensorProto.INT32)]
-    model = _model(nodes, inputs, outs, inits, opset=13)
+    inputs = [vi("a", [4, 5], U8), vi("x", [1, 2, 6, 5], U8)]
+    outs = [vi("y", [4, 3], U8), rank_vi("c", 4, U8), rank_vi("ci", 4, TensorProto.INT32)]
+    model = make_model(nodes, inputs, outs, inits, opset=13)
     feed = {
         "a": rng.integers(0, 255, (4, 5), dtype=np.uint8),
         "x": rng.integers(0, 255, (1, 2, 6, 5), dtype=np.uint8),
     }
-    _check(tmp_path, model, feed, atol=0)
+    check(tmp_path, model, feed, atol=0)
 
 
 def test_data_dependent_nonzero_compress_unique(tmp_path):
@@ -93,18 +88,18 @@ def test_data_dependent_nonzero_compress_unique(tmp_path):
         helper.make_node("Unique", ["x"], ["v"], sorted=0),
     ]
     outs = [
-        _out("nz", 2, I64),
-        _out("kept", 2),
-        _out("u", 2),
-        _out("first", 1, I64),
-        _out("inverse", 1, I64),
-        _out("counts", 1, I64),
-        _out("v", 1),
+        rank_vi("nz", 2, I64),
+        rank_vi("kept", 2),
+        rank_vi("u", 2),
+        rank_vi("first", 1, I64),
+        rank_vi("inverse", 1, I64),
+        rank_vi("counts", 1, I64),
+        rank_vi("v", 1),
     ]
-    inputs = [_vi("x", [4, 3]), _vi("keep", [3], TensorProto.BOOL)]
-    model = _model(nodes, inputs, outs, opset=13)
+    inputs = [vi("x", [4, 3]), vi("keep", [3], TensorProto.BOOL)]
+    model = make_model(nodes, inputs, outs, opset=13)
     x = np.array([[1, 0, 2], [0, 0, 3], [1, 0, 2], [4, 4, 0]], np.float32)
-    got = _check(tmp_path, model, {"x": x, "keep": np.array([True, False, True])})
+    got = check(tmp_path, model, {"x": x, "keep": np.array([True, False, True])})
     assert got["u"].shape == (3, 3) and got["nz"].shape == (2, 7)
 
 
@@ -117,16 +112,16 @@ def test_crop_pad_col2im_maxpool_indices_pad_value(tmp_path):
         helper.make_node("Pad", ["x", "pads", "value"], ["padded"], mode="constant"),
     ]  # fmt: skip
     inits = [
-        _init("shape", np.array([3, 8], np.int64)),
-        _init("image", np.array([4, 5], np.int64)),
-        _init("block", np.array([2, 3], np.int64)),
-        _init("pads", np.array([0, 0, 1, 2, 0, 0, 2, 0], np.int64)),
+        const("shape", np.array([3, 8], np.int64)),
+        const("image", np.array([4, 5], np.int64)),
+        const("block", np.array([2, 3], np.int64)),
+        const("pads", np.array([0, 0, 1, 2, 0, 0, 2, 0], np.int64)),
     ]
-    inputs = [_vi("x", [1, 2, 5, 6]), _vi("cols", [1, 12, 16]), _vi("value", [])]
-    outs = [_out(n, 4) for n in ("crop", "img", "mp", "padded")] + [_out("idx", 4, I64)]
-    model = _model(nodes, inputs, outs, inits, opset=19)
-    feed = {"x": _rand(1, 2, 5, 6), "cols": _rand(1, 12, 16), "value": np.array(-3.5, np.float32)}
-    _check(tmp_path, model, feed)
+    inputs = [vi("x", [1, 2, 5, 6]), vi("cols", [1, 12, 16]), vi("value", [])]
+    outs = [rank_vi(n, 4) for n in ("crop", "img", "mp", "padded")] + [rank_vi("idx", 4, I64)]
+    model = make_model(nodes, inputs, outs, inits, opset=19)
+    feed = {"x": rand(1, 2, 5, 6), "cols": rand(1, 12, 16), "value": np.array(-3.5, np.float32)}
+    check(tmp_path, model, feed)
 
 
 def test_tfidf_vectorizer_and_dropout_mask(tmp_path):
@@ -139,32 +134,34 @@ def test_tfidf_vectorizer_and_dropout_mask(tmp_path):
         ),
         helper.make_node("Dropout", ["x"], ["y", "mask"]),
     ]  # fmt: skip
-    inputs = [_vi("t", [2, 7], TensorProto.INT32), _vi("x", [3, 4])]
-    outs = [_vi("tfidf", [2, 5]), _vi("y", [3, 4]), _vi("mask", [3, 4], TensorProto.BOOL)]
-    model = _model(nodes, inputs, outs, opset=13)
+    inputs = [vi("t", [2, 7], TensorProto.INT32), vi("x", [3, 4])]
+    outs = [vi("tfidf", [2, 5]), vi("y", [3, 4]), vi("mask", [3, 4], TensorProto.BOOL)]
+    model = make_model(nodes, inputs, outs, opset=13)
     tokens = np.array([[2, 3, 5, 5, 6, 3, 2], [5, 6, 2, 3, 3, 2, 7]], np.int32)
-    _check(tmp_path, model, {"t": tokens, "x": _rand(3, 4)})
+    check(tmp_path, model, {"t": tokens, "x": rand(3, 4)})
 
 
 def test_constant_if_is_inlined_and_scalar_unsqueeze_axes(tmp_path):
     """An If on a constant condition becomes its branch before import (expanded functions such
     as AffineGrid's branch on the rank of a bound size input)."""
     then = helper.make_graph(
-        [helper.make_node("Unsqueeze", ["x", "axis"], ["t"])], "then", [], [_out("t", 3)]
+        [helper.make_node("Unsqueeze", ["x", "axis"], ["t"])], "then", [], [rank_vi("t", 3)]
     )
-    other = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [], [_out("e", 2)])
+    other = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["e"])], "else", [], [rank_vi("e", 2)]
+    )
     nodes = [
         helper.make_node("Size", ["shape"], ["rank"]),
         helper.make_node("Equal", ["rank", "two"], ["is_2d"]),
         helper.make_node("If", ["is_2d"], ["y"], then_branch=then, else_branch=other),
     ]
     inits = [
-        _init("shape", np.array([2, 3], np.int64)),
-        _init("two", np.int64(2)),
-        _init("axis", np.int64(-1)),
+        const("shape", np.array([2, 3], np.int64)),
+        const("two", np.int64(2)),
+        const("axis", np.int64(-1)),
     ]
-    model = _model(nodes, [_vi("x", [2, 3])], [_out("y", 3)], inits, opset=13)
-    got = _check(tmp_path, model, {"x": _rand(2, 3)})
+    model = make_model(nodes, [vi("x", [2, 3])], [rank_vi("y", 3)], inits, opset=13)
+    got = check(tmp_path, model, {"x": rand(2, 3)})
     assert got["y"].shape == (2, 3, 1)
 
 
@@ -176,11 +173,13 @@ def test_resize10_and_upsample_keep_their_semantics_through_the_opset_upgrade(tm
         helper.make_node("Resize", ["x", "up"], ["b"], mode="linear"),
     ]
     inits = [
-        _init("down", np.array([1, 1, 0.6, 0.75], np.float32)),
-        _init("up", np.array([1, 1, 2.5, 1.7], np.float32)),
+        const("down", np.array([1, 1, 0.6, 0.75], np.float32)),
+        const("up", np.array([1, 1, 2.5, 1.7], np.float32)),
     ]
-    model = _model(nodes, [_vi("x", [1, 2, 7, 9])], [_out("a", 4), _out("b", 4)], inits, opset=10)
-    _check(tmp_path, model, {"x": _rand(1, 2, 7, 9)})
+    model = make_model(
+        nodes, [vi("x", [1, 2, 7, 9])], [rank_vi("a", 4), rank_vi("b", 4)], inits, opset=10
+    )
+    check(tmp_path, model, {"x": rand(1, 2, 7, 9)})
 
 
 def test_integer_resize_rounds_like_onnxruntime(tmp_path):
@@ -190,22 +189,22 @@ def test_integer_resize_rounds_like_onnxruntime(tmp_path):
         helper.make_node("Resize", ["q", "", "s"], ["a"], mode="nearest"),
         helper.make_node("Resize", ["u", "", "s"], ["b"], mode="linear"),
     ]
-    inits = [_init("s", np.array([1, 1, 1.6, 0.7], np.float32))]
-    inputs = [_vi("q", [1, 1, 5, 7], TensorProto.INT8), _vi("u", [1, 1, 5, 7], U8)]
-    outs = [_out("a", 4, TensorProto.INT8), _out("b", 4, U8)]
-    model = _model(nodes, inputs, outs, inits, opset=13)
+    inits = [const("s", np.array([1, 1, 1.6, 0.7], np.float32))]
+    inputs = [vi("q", [1, 1, 5, 7], TensorProto.INT8), vi("u", [1, 1, 5, 7], U8)]
+    outs = [rank_vi("a", 4, TensorProto.INT8), rank_vi("b", 4, U8)]
+    model = make_model(nodes, inputs, outs, inits, opset=13)
     rng = np.random.default_rng(2)
     feed = {
         "q": rng.integers(-100, 100, (1, 1, 5, 7)).astype(np.int8),
         "u": rng.integers(0, 255, (1, 1, 5, 7)).astype(np.uint8),
     }
-    _check(tmp_path, model, feed, atol=0)
+    check(tmp_path, model, feed, atol=0)
 
 
 def test_run_time_resize_scales_are_a_clear_error(tmp_path):
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")
-    inputs = [_vi("x", [1, 1, 4, 4]), _vi("scales", [4])]
-    model = _model([node], inputs, [_out("y", 4)], opset=13)
+    inputs = [vi("x", [1, 1, 4, 4]), vi("scales", [4])]
+    model = make_model([node], inputs, [rank_vi("y", 4)], opset=13)
     onnx.save(model, tmp_path / "model.onnx")
     with pytest.raises(ModelError) as err:
         compile_model(tmp_path / "model.onnx", tmp_path / "bundle", CompileOptions())
