@@ -32,7 +32,8 @@ def _load(name: str, path: Path):
 
 models = _load("bench_models", ROOT / "benchmarks" / "models.py")
 
-# Reduced versions of the five: the same structure, small enough to build and run in seconds.
+# Reduced versions of the five (one bert for both sizes): the same structure, small enough to
+# build and run in seconds.
 SMALL = {
     "mlp": lambda: models.mlp(width=64),
     "resnet18": lambda: models.resnet18(width=8, size=32, classes=10),
@@ -57,7 +58,7 @@ def test_small_models_are_valid_and_give_finite_outputs(name, tmp_path):
     assert 0.05 < float(out.std()) < 50.0, float(out.std())
 
 
-def test_structure_is_what_pytorch_exports(tmp_path):
+def test_structure_is_what_pytorch_exports():
     ops = {n.op_type for n in SMALL["resnet18"]().graph.node}
     assert {"Conv", "BatchNormalization", "Relu", "MaxPool", "Add", "Gemm"} <= ops
     mobilenet = SMALL["mobilenetv2"]().graph.node
