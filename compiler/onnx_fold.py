@@ -37,7 +37,7 @@ _NEVER_FOLD = {
 def fold_constants(model):
     """Fold in rounds (shape inference between them) until nothing changes; in place."""
     for _ in range(MAX_ROUNDS):
-        shapes = _static_shapes(model)
+        shapes = static_shapes(model)
         if not _fold_round(model, shapes):
             break
     _remove_dead_nodes(model.graph)
@@ -163,7 +163,7 @@ def _evaluate(node, consts, opsets) -> list | None:
     return results
 
 
-def _static_shapes(model) -> dict[str, tuple[int, ...]]:
+def static_shapes(model) -> dict[str, tuple[int, ...]]:
     """Fully static shapes of graph inputs and inferred intermediates."""
     import onnx
 
@@ -181,6 +181,11 @@ def _static_shapes(model) -> dict[str, tuple[int, ...]]:
         if all(d is not None for d in dims):
             shapes[value.name] = tuple(dims)
     return shapes
+
+
+def onnx_opset(model, default: int | None = None) -> int | None:
+    """The model's ai.onnx opset version (`default` if it imports none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default)
 
 
 def _remove_dead_nodes(graph) -> None:

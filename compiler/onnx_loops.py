@@ -18,22 +18,33 @@ def unroll_loops(model) -> bool:
     """Replace every top-level Loop node by copies of its body; True if any was unrolled."""
     from onnx import numpy_helper
 
-    graph = model.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    nodes, changed = [], False
+    from .onnx_fold import onnx_opset
+
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    axes_as_input = onnx_opset(model, 13) >= 13
+
+    def unroll(node, tag: str):
+        return _Unroller(node, tag, axes_as_input).unroll(_trip_count(node, consts))
+
+    return replace_nodes(model.graph, "Loop", unroll)
+
+
+def replace_nodes(graph, op_type: str, expand) -> bool:
+    """Replace each top-level `op_type` node by the nodes and initializers that
+    `expand(node, tag)` returns (`tag` tells the node's copies apart); True if any was."""
+    nodes, inits, changed = [], [], False
     for index, node in enumerate(graph.node):
-        if node.op_type != "Loop" or node.domain not in ("", "ai.onnx"):
+        if node.op_type != op_type or node.domain not in ("", "ai.onnx"):
             nodes.append(node)
             continue
-        trips = _trip_count(node, consts)
-        new_nodes, inits = _Unroller(node, f"{index}", opset).unroll(trips)
+        new_nodes, new_inits = expand(node, f"{index}")
         nodes.extend(new_nodes)
-        graph.initializer.extend(inits)
+        inits.extend(new_inits)
         changed = True
     if changed:
         del graph.node[:]
         graph.node.extend(nodes)
+        graph.initializer.extend(inits)
     return changed
 
 
@@ -73,10 +84,10 @@ def _trip_count(node, consts) -> int:
 
 
 class _Unroller:
-    def __init__(self, node, tag: str, opset: int):
+    def __init__(self, node, tag: str, axes_as_input: bool):
         self.node = node
         self.tag = tag
-        self.opset = opset
+        self.axes_as_input = axes_as_input
         self.body = next(a.g for a in node.attribute if a.name == "body")
 
     def unroll(self, trips: int):
@@ -88,22 +99,14 @@ class _Unroller:
         scans: list[list[str]] = [[] for _ in body.output[1 + n_carried :]]
         nodes, inits = [], []
         for it in range(trips):
-            suffix = f"__loop{self.tag}_it{it}"
-            rename = {v.name: v.name + suffix for v in body.input}
-            rename.update({o: o + suffix for n in body.node for o in n.output if o})
-            rename.update({t.name: t.name + suffix for t in body.initializer})
+            rename, body_nodes, body_inits, outs = copy_body(body, f"__loop{self.tag}_it{it}")
             iter_name, cond_name = body.input[0].name, body.input[1].name
             inits.append(numpy_helper.from_array(np.array(it, np.int64), rename[iter_name]))
             inits.append(numpy_helper.from_array(np.array(True), rename[cond_name]))
             for value, init in zip(body.input[2:], carried):
                 nodes.append(helper.make_node("Identity", [init], [rename[value.name]]))
-            for t in body.initializer:
-                copy = type(t)()
-                copy.CopyFrom(t)
-                copy.name = rename[t.name]
-                inits.append(copy)
-            nodes.extend(_renamed(n, rename) for n in body.node)
-            outs = [rename.get(o.name, o.name) for o in body.output]
+            inits.extend(body_inits)
+            nodes.extend(body_nodes)
             carried = outs[1 : 1 + n_carried]
             for k, name in enumerate(outs[1 + n_carried :]):
                 scans[k].append(name)
@@ -112,26 +115,46 @@ class _Unroller:
                 nodes.append(helper.make_node("Identity", [final], [out]))
         for out, parts in zip(node.output[n_carried:], scans):
             if out:
-                nodes.extend(self._stack(parts, out))
+                stack_nodes, stack_inits = stack(parts, out, 0, self.axes_as_input)
+                nodes.extend(stack_nodes)
+                inits.extend(stack_inits)
         return nodes, inits
 
-    def _stack(self, parts: list[str], out: str):
-        from onnx import helper, numpy_helper
 
-        nodes, expanded = [], []
-        axes_name = f"{out}__axes"
-        for part in parts:
-            name = f"{part}__unsq"
-            if self.opset >= 13:
-                nodes.append(helper.make_node("Unsqueeze", [part, axes_name], [name]))
-            else:
-                nodes.append(helper.make_node("Unsqueeze", [part], [name], axes=[0]))
-            expanded.append(name)
-        if self.opset >= 13:
-            axes = numpy_helper.from_array(np.array([0], np.int64), axes_name)
-            nodes.insert(0, helper.make_node("Constant", [], [axes_name], value=axes))
-        nodes.append(helper.make_node("Concat", expanded, [out], axis=0))
-        return nodes
+def copy_body(body, suffix: str):
+    """A copy of a Loop/Scan body with every name it defines suffixed: (the renaming, its
+    nodes, its initializers, its output names). The caller defines the renamed inputs."""
+    rename = {v.name: v.name + suffix for v in body.input}
+    rename.update({o: o + suffix for n in body.node for o in n.output if o})
+    rename.update({t.name: t.name + suffix for t in body.initializer})
+    inits = []
+    for t in body.initializer:
+        copy = type(t)()
+        copy.CopyFrom(t)
+        copy.name = rename[t.name]
+        inits.append(copy)
+    nodes = [_renamed(n, rename) for n in body.node]
+    return rename, nodes, inits, [rename.get(o.name, o.name) for o in body.output]
+
+
+def stack(parts: list[str], out: str, axis: int, axes_as_input: bool):
+    """(nodes, initializers) that Unsqueeze each part at `axis` (of the stacked rank) and
+    concatenate them there into `out`; Unsqueeze takes its axes as an input from opset 13."""
+    from onnx import helper, numpy_helper
+
+    nodes, inits, expanded = [], [], []
+    axes_name = f"{out}__axes"
+    if axes_as_input:
+        inits.append(numpy_helper.from_array(np.array([axis], np.int64), axes_name))
+    for part in parts:
+        name = f"{part}__unsq"
+        if axes_as_input:
+            nodes.append(helper.make_node("Unsqueeze", [part, axes_name], [name]))
+        else:
+            nodes.append(helper.make_node("Unsqueeze", [part], [name], axes=[axis]))
+        expanded.append(name)
+    nodes.append(helper.make_node("Concat", expanded, [out], axis=axis))
+    return nodes, inits
 
 
 def _renamed(node, rename: dict[str, str]):

@@ -80,13 +80,12 @@ def _unroll_scans(model, before_upgrade: bool = False) -> bool:
     """Scan unrolls like Loop; its trip count is a static scan-input length."""
     if not any(n.op_type == "Scan" for n in model.graph.node):
         return False
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    if before_upgrade and opset >= UPGRADE_BELOW:
-        return False
-    from .onnx_fold import _static_shapes
+    from .onnx_fold import onnx_opset, static_shapes
     from .onnx_scan import unroll_scans
 
-    return unroll_scans(model, _static_shapes(model))
+    if before_upgrade and onnx_opset(model, 13) >= UPGRADE_BELOW:
+        return False
+    return unroll_scans(model, static_shapes(model))
 
 
 def _upgrade_opset(model):
@@ -95,7 +94,9 @@ def _upgrade_opset(model):
     converter cannot convert is imported as it is."""
     from onnx import version_converter
 
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    from .onnx_fold import onnx_opset
+
+    opset = onnx_opset(model)
     if opset is None or opset >= UPGRADE_BELOW:
         return model
     try:

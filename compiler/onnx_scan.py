@@ -12,31 +12,22 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ModelError
-from .onnx_loops import MAX_TRIPS, _renamed
+from .onnx_loops import MAX_TRIPS, copy_body, replace_nodes, stack
 
 
 def unroll_scans(model, shapes: dict[str, tuple[int, ...]]) -> bool:
     """Replace every top-level Scan node by copies of its body; True if any was unrolled.
     `shapes` maps value names to static shapes (onnx_fold's shape inference)."""
-    graph = model.graph
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    nodes, inits, changed = [], [], False
-    for index, node in enumerate(graph.node):
-        if node.op_type != "Scan" or node.domain not in ("", "ai.onnx"):
-            nodes.append(node)
-            continue
+    from .onnx_fold import onnx_opset
+
+    opset = onnx_opset(model, 13)
+
+    def unroll(node, tag: str):
         if opset < 9:
-            new_nodes, new_inits = _unroll_batched(node, f"{index}", shapes)
-        else:
-            new_nodes, new_inits = _ScanUnroller(node, f"{index}", opset >= 13).unroll(shapes)
-        nodes.extend(new_nodes)
-        inits.extend(new_inits)
-        changed = True
-    if changed:
-        del graph.node[:]
-        graph.node.extend(nodes)
-        graph.initializer.extend(inits)
-    return changed
+            return _unroll_batched(node, tag, shapes)
+        return _ScanUnroller(node, tag, opset >= 13).unroll(shapes)
+
+    return replace_nodes(model.graph, "Scan", unroll)
 
 
 class _ScanUnroller:
@@ -85,10 +76,7 @@ class _ScanUnroller:
         parts: list[list[str]] = [[] for _ in range(self.n_out)]
         nodes, inits = [], []
         for it in range(trips):
-            suffix = f"__scan{self.tag}_it{it}"
-            rename = {v.name: v.name + suffix for v in body.input}
-            rename.update({o: o + suffix for n in body.node for o in n.output if o})
-            rename.update({t.name: t.name + suffix for t in body.initializer})
+            rename, body_nodes, body_inits, outs = copy_body(body, f"__scan{self.tag}_it{it}")
             for value, state in zip(body.input[: self.n_state], states):
                 nodes.append(helper.make_node("Identity", [state], [rename[value.name]]))
             for j, value in enumerate(body.input[self.n_state :]):
@@ -100,13 +88,8 @@ class _ScanUnroller:
                         "Gather", [scans[j], index_name], [rename[value.name]], axis=self.in_axes[j]
                     )
                 )
-            for t in body.initializer:
-                copy = type(t)()
-                copy.CopyFrom(t)
-                copy.name = rename[t.name]
-                inits.append(copy)
-            nodes.extend(_renamed(n, rename) for n in body.node)
-            outs = [rename.get(o.name, o.name) for o in body.output]
+            inits.extend(body_inits)
+            nodes.extend(body_nodes)
             states = outs[: self.n_state]
             for k, name in enumerate(outs[self.n_state :]):
                 parts[k].append(name)
@@ -116,27 +99,9 @@ class _ScanUnroller:
         for k, out in enumerate(node.output[self.n_state :]):
             if out:
                 order = parts[k] if self.out_dirs[k] == 0 else parts[k][::-1]
-                new_nodes, new_inits = self._stack(order, out, self.out_axes[k])
+                new_nodes, new_inits = stack(order, out, self.out_axes[k], self.axes_as_input)
                 nodes.extend(new_nodes)
                 inits.extend(new_inits)
-        return nodes, inits
-
-    def _stack(self, parts: list[str], out: str, axis: int):
-        """Unsqueeze each part at `axis` (of the stacked rank) and concatenate there."""
-        from onnx import helper, numpy_helper
-
-        nodes, inits, expanded = [], [], []
-        axes_name = f"{out}__axes"
-        if self.axes_as_input:
-            inits.append(numpy_helper.from_array(np.array([axis], np.int64), axes_name))
-        for part in parts:
-            name = f"{part}__unsq"
-            if self.axes_as_input:
-                nodes.append(helper.make_node("Unsqueeze", [part, axes_name], [name]))
-            else:
-                nodes.append(helper.make_node("Unsqueeze", [part], [name], axes=[axis]))
-            expanded.append(name)
-        nodes.append(helper.make_node("Concat", expanded, [out], axis=axis))
         return nodes, inits
 
 
@@ -185,9 +150,5 @@ def _unroll_batched(node, tag: str, shapes):
             outs[k].append(name)
     for out, parts in zip(node.output, outs):
         if out:
-            unsq = [f"{p}__unsq" for p in parts]
-            nodes.extend(
-                helper.make_node("Unsqueeze", [p], [u], axes=[0]) for p, u in zip(parts, unsq)
-            )
-            nodes.append(helper.make_node("Concat", unsq, [out], axis=0))
+            nodes.extend(stack(parts, out, 0, False)[0])
     return nodes, inits
