@@ -1,3 +1,0 @@
-"""control converters."""
-
-from __future__ import annotations

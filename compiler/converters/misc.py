@@ -1,3 +1,0 @@
-"""misc converters."""
-
-from __future__ import annotations
