@@ -18,7 +18,7 @@ from .static import static_shape
 F32 = "float32"
 
 
-def _grid(size, kernel, stride, pad, dilation, out):
+def _grid(kernel, stride, pad, dilation, out):
     """[K, out] regular sampling coordinate of each tap along one axis."""
     taps = np.arange(kernel)[:, None] * dilation
     return (np.arange(out)[None, :] * stride - pad + taps).astype(np.float32)
@@ -68,9 +68,10 @@ class DeformConv(OnnxOpConverter):
             raise ModelError(f"DeformConv is supported for float32 input, got {x.ty.dtype}")
         bias = inputs[3] if len(inputs) > 3 else None
         mask = inputs[4] if len(inputs) > 4 else None
-        if len(static_shape(x, "DeformConv")) != 4:
+        shape = static_shape(x, "DeformConv")
+        if len(shape) != 4:
             raise ModelError("DeformConv is supported for 2-D images (4-D input) only")
-        n, c, h, wd = static_shape(x, "DeformConv")
+        n, c, h, wd = shape
         oc, cpg, kh, kw = static_shape(w, "DeformConv")
         sh, sw = attr.get("strides", [1, 1])
         dh, dw = attr.get("dilations", [1, 1])
@@ -78,8 +79,8 @@ class DeformConv(OnnxOpConverter):
         groups, og = int(attr.get("group", 1)), int(attr.get("offset_group", 1))
         _, _, oh, ow = static_shape(offset, "DeformConv")
         k, length = kh * kw, oh * ow
-        gy = _grid(h, kh, sh, pt, dh, oh)[:, None, :, None]  # [kh, 1, oh, 1]
-        gx = _grid(wd, kw, sw, pl, dw, ow)[None, :, None, :]  # [1, kw, 1, ow]
+        gy = _grid(kh, sh, pt, dh, oh)[:, None, :, None]  # [kh, 1, oh, 1]
+        gx = _grid(kw, sw, pl, dw, ow)[None, :, None, :]  # [1, kw, 1, ow]
         base_y = np.broadcast_to(gy, (kh, kw, oh, ow)).reshape(1, 1, k, length)
         base_x = np.broadcast_to(gx, (kh, kw, oh, ow)).reshape(1, 1, k, length)
         off = relax.op.reshape(offset, (n, og, k, 2, length))

@@ -18,8 +18,8 @@ from . import register
 from .static import static_shape
 
 
-def _geometry(spatial: list[int], attr) -> tuple[list[int], list[int], list[int], list[int]]:
-    """(kernel, strides, dilations, pads_begin) and the output size per spatial axis."""
+def _geometry(spatial: list[int], attr) -> tuple[list[int], ...]:
+    """(kernel, strides, dilations, pads_begin, output size), each per spatial axis."""
     d = len(spatial)
     kernel = list(attr["kernel_shape"])
     strides = list(attr.get("strides", [1] * d))

@@ -34,7 +34,9 @@ def _per_row(bb, value, ndim_of_rows: int):
 
 def _requantize(bb, acc, multiplier, y_zero_point, out_dtype: str):
     if out_dtype not in _RANGES:
-        raise ModelError(f"quantized output type {out_dtype} is not supported: uint8 or int8")
+        raise ModelError(
+            f"quantized output type {out_dtype} is not supported: expected " + ", ".join(_RANGES)
+        )
     low, high = _RANGES[out_dtype]
     scaled = relax.op.multiply(relax.op.astype(acc, "float32"), multiplier)
     rounded = relax.op.round(scaled)  # TVM's round is round half to even, like onnxruntime

@@ -197,8 +197,7 @@ class Resize(OnnxOpConverter):
 
     @classmethod
     def _impl_v10(cls, bb, inputs, attr, params):
-        opts = _options({**attr, "coordinate_transformation_mode": b"asymmetric"})
-        opts["nearest_mode"] = "simple"
+        opts = _resize10_options(attr)
         return _convert(bb, inputs[0], None, inputs[1], None, opts, "Resize")
 
     @classmethod
@@ -216,14 +215,12 @@ class Upsample(OnnxOpConverter):
     @classmethod
     def _impl_v7(cls, bb, inputs, attr, params):
         scales = relax.const(np.asarray(attr.get("scales", ()), dtype=np.float32))
-        opts = _options({**attr, "coordinate_transformation_mode": b"asymmetric"})
-        opts["nearest_mode"] = "simple"
+        opts = _resize10_options(attr)
         return _convert(bb, inputs[0], None, scales, None, opts, "Upsample")
 
     @classmethod
     def _impl_v9(cls, bb, inputs, attr, params):
-        opts = _options({**attr, "coordinate_transformation_mode": b"asymmetric"})
-        opts["nearest_mode"] = "simple"
+        opts = _resize10_options(attr)
         return _convert(bb, inputs[0], None, inputs[1], None, opts, "Upsample")
 
 
@@ -250,6 +247,13 @@ def _options(attr) -> dict:
         raise ModelError(f"Resize mode {opts['mode']!r} is not supported: nearest, linear, cubic")
     if opts["coord"] not in _COORD_MODES:
         raise ModelError(f"Resize coordinate_transformation_mode {opts['coord']!r} is unknown")
+    return opts
+
+
+def _resize10_options(attr) -> dict:
+    """Resize-10 and Upsample: asymmetric coordinates, nearest rounding as onnxruntime does."""
+    opts = _options({**attr, "coordinate_transformation_mode": b"asymmetric"})
+    opts["nearest_mode"] = "simple"
     return opts
 
 

@@ -55,7 +55,6 @@ def _activation(name: str, alpha: float | None, beta: float | None):
 class _Recurrent(OnnxOpConverter):
     """Shared unrolling; subclasses give the gate count, defaults and one step."""
 
-    gates = 1
     default_activations: tuple[str, ...] = ()
     op_name = ""
 
@@ -123,7 +122,6 @@ class _Recurrent(OnnxOpConverter):
     @classmethod
     def _run_direction(cls, bb, x, w, r, b, seq_lens, state, dims, acts, attr, inputs, d):
         steps, hidden, reverse = dims
-        g = cls.gates
         wb, rb = (None, None)
         if b is not None:
             parts = bb.emit(op.split(b, 2, axis=0))
@@ -138,7 +136,7 @@ class _Recurrent(OnnxOpConverter):
         extra = cls._extra(bb, inputs, attr, d, hidden)
         for t in order:
             xt = bb.normalize(op.squeeze(op.strided_slice(xw, [0], [t], [t + 1]), [0]))
-            new = cls._step(bb, xt, state, rt, rb, acts, attr, hidden, g, extra)
+            new = cls._step(bb, xt, state, rt, rb, acts, attr, hidden, extra)
             if seq_lens is not None:
                 live = op.less(relax.const(t, seq_lens.ty.dtype), seq_lens)
                 live = op.expand_dims(live, [1])
@@ -161,7 +159,7 @@ def _clip(x, attr):
     return op.clip(x, -limit, limit)
 
 
-def _gate(bb, xt, h, rt, rb, index, hidden):
+def _gate(xt, h, rt, rb, index, hidden):
     """Slice `index` of the packed gates of X·Wᵀ (+Wb) + H·Rᵀ (+Rb)."""
     begin, end = index * hidden, (index + 1) * hidden
     xg = op.strided_slice(xt, [1], [begin], [end])
@@ -173,28 +171,26 @@ def _gate(bb, xt, h, rt, rb, index, hidden):
 
 @register("RNN")
 class RNN(_Recurrent):
-    gates = 1
     default_activations = ("Tanh",)
     op_name = "RNN"
 
     @classmethod
-    def _step(cls, bb, xt, state, rt, rb, acts, attr, hidden, g, extra):
-        xg, hg = _gate(bb, xt, state[0], rt, rb, 0, hidden)
+    def _step(cls, bb, xt, state, rt, rb, acts, attr, hidden, extra):
+        xg, hg = _gate(xt, state[0], rt, rb, 0, hidden)
         return [bb.emit(acts[0](_clip(op.add(xg, hg), attr)))]
 
 
 @register("GRU")
 class GRU(_Recurrent):
-    gates = 3
     default_activations = ("Sigmoid", "Tanh")
     op_name = "GRU"
 
     @classmethod
-    def _step(cls, bb, xt, state, rt, rb, acts, attr, hidden, g, extra):
+    def _step(cls, bb, xt, state, rt, rb, acts, attr, hidden, extra):
         f, gact = acts
         h = state[0]
-        xz, hz = _gate(bb, xt, h, rt, rb, 0, hidden)
-        xr, hr = _gate(bb, xt, h, rt, rb, 1, hidden)
+        xz, hz = _gate(xt, h, rt, rb, 0, hidden)
+        xr, hr = _gate(xt, h, rt, rb, 1, hidden)
         z = bb.emit(f(_clip(op.add(xz, hz), attr)))
         rgate = bb.emit(f(_clip(op.add(xr, hr), attr)))
         xh = op.strided_slice(xt, [1], [2 * hidden], [3 * hidden])
@@ -214,7 +210,6 @@ class GRU(_Recurrent):
 
 @register("LSTM")
 class LSTM(_Recurrent):
-    gates = 4
     default_activations = ("Sigmoid", "Tanh", "Tanh")
     op_name = "LSTM"
 
@@ -233,10 +228,10 @@ class LSTM(_Recurrent):
         ]  # i, o, f
 
     @classmethod
-    def _step(cls, bb, xt, state, rt, rb, acts, attr, hidden, g, extra):
+    def _step(cls, bb, xt, state, rt, rb, acts, attr, hidden, extra):
         f, gact, hact = acts
         h, c = state
-        pre = [op.add(*_gate(bb, xt, h, rt, rb, i, hidden)) for i in range(4)]  # i, o, f, c
+        pre = [op.add(*_gate(xt, h, rt, rb, i, hidden)) for i in range(4)]  # i, o, f, c
         if extra is not None:
             pre[0] = op.add(pre[0], op.multiply(extra[0], c))
             pre[2] = op.add(pre[2], op.multiply(extra[2], c))
@@ -267,5 +262,5 @@ def _pick(tensor, direction: int):
 
 def _init(state, direction: int, batch: int, hidden: int, like):
     if state is None:
-        return op.zeros((batch, hidden), like.ty.dtype if hasattr(like, "ty") else "float32")
+        return op.zeros((batch, hidden), like.ty.dtype)
     return _pick(state, direction)

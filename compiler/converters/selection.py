@@ -37,7 +37,7 @@ def _compact(bb, slots, updates, n):
     return bb.emit(relax.op.strided_slice(full, [len(lead)], [0], [n]))
 
 
-def _kept_slots(bb, keep, n_total: int):
+def _kept_slots(bb, keep):
     """(slots, count) for a bool vector: each kept element's prefix-sum position (the count,
     i.e. the spare slot, for the others) and the number kept."""
     ones = relax.op.astype(keep, I64)
@@ -55,7 +55,7 @@ def nonzero(bb, x):
         keep = bb.emit(flat)
     else:
         keep = bb.emit(relax.op.not_equal(flat, relax.const(0, str(x.ty.dtype))))
-    slots, count = _kept_slots(bb, keep, size)
+    slots, count = _kept_slots(bb, keep)
     n = _symbolic_count(bb, count, "nonzero_count")
     coords = np.stack(np.unravel_index(np.arange(size), shape)).astype(np.int64)
     return _compact(bb, slots, relax.const(coords, I64), n)
@@ -144,7 +144,7 @@ class Unique(OnnxOpConverter):
             order = relax.op.cumsum(relax.op.astype(is_first, I64), axis=0)
             rank = relax.op.take(relax.op.subtract(order, relax.const(1, I64)), first, axis=0)
         rank = bb.emit(rank)
-        slots, count = _kept_slots(bb, is_first, m)
+        slots, count = _kept_slots(bb, is_first)
         slots = bb.emit(relax.op.where(is_first, rank, count))
         n = _symbolic_count(bb, count, "unique_count")
         indices = _compact(bb, slots, relax.const(np.arange(m), I64), n)

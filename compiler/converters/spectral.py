@@ -82,12 +82,12 @@ def _dft(bb, x, length, axis: int, inverse: bool, onesided: bool):
     length = int(length)
     if length < 1:
         raise ModelError(f"DFT dft_length {length} is not positive")
-    re, im = _parts(bb, x, _work_dtype(dtype), "DFT")
+    work = _work_dtype(dtype)
+    re, im = _parts(bb, x, work, "DFT")
     perm = [i for i in range(rank - 1) if i != axis] + [axis]
     back = list(np.argsort(perm))
     re = bb.emit(op.permute_dims(re, perm))
     im = bb.emit(op.permute_dims(im, perm)) if im is not None else None
-    work = _work_dtype(dtype)
     if inverse and onesided:  # irfft: Hermitian input, real output
         bins = min(n_in, length // 2 + 1)
         cos, sin = _tables(n_in, length, length, True)
