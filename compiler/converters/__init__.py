@@ -13,7 +13,7 @@ from typing import Any
 _REGISTRY: dict[str, tuple[tuple[str, ...], Any]] = {}
 ONNX_DOMAINS = ("", "ai.onnx")
 ML_DOMAIN = "ai.onnx.ml"
-_installed = False
+_TVM_OPS: frozenset[str] = frozenset()  # TVM's own converters' op types, set by install()
 # Ops that never reach the importer: rewritten on the ONNX graph first (compiler/onnx_loops.py).
 REWRITTEN = {"Loop", "Scan"}
 
@@ -31,8 +31,8 @@ def register(op_type: str, domain: str = ""):
 
 def install() -> None:
     """Point TVM's importer at TVM's converters plus ours (idempotent)."""
-    global _installed
-    if _installed:
+    global _TVM_OPS
+    if _TVM_OPS:
         return
     from tvm.relax.frontend.onnx import onnx_frontend
 
@@ -65,7 +65,7 @@ def install() -> None:
         return {**tvm_map(), **{op: cls for op, (_d, cls) in _REGISTRY.items()}}
 
     onnx_frontend._get_convert_map = merged
-    _installed = True
+    _TVM_OPS = frozenset(tvm_map()) | {"If", "Constant"}
 
 
 def supports(op_type: str, domain: str) -> bool:
@@ -75,8 +75,4 @@ def supports(op_type: str, domain: str) -> bool:
         return True
     if op_type in _REGISTRY:
         return domain in _REGISTRY[op_type][0]
-    if domain not in ONNX_DOMAINS:
-        return False
-    from tvm.relax.frontend.onnx import onnx_frontend
-
-    return op_type in onnx_frontend._get_convert_map() or op_type in ("If", "Constant")
+    return domain in ONNX_DOMAINS and op_type in _TVM_OPS
