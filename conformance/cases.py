@@ -15,8 +15,8 @@ RTOL = 1e-3
 ATOL = 1e-3
 
 # Inputs a real user would fix at compile time: (op type, input index) positions that carry a
-# shape, axes, sizes, counts or pads rather than data. The runner binds a test case's graph
-# inputs that feed one of these (and only those) when the plain compile fails.
+# shape, axes, sizes, counts, pads or thresholds rather than data. When the plain compile fails,
+# the runner binds the graph inputs whose values reach one of these (see bindable_inputs).
 SHAPE_POSITIONS = {
     "Loop": {0, 1},
     "Reshape": {1},
@@ -47,7 +47,6 @@ SHAPE_POSITIONS = {
     "ReduceSumSquare": {1},
     "CenterCropPad": {1, 2},
     "Trilu": {1},
-    "RandomNormalLike": set(),
     "MaxUnpool": {2},
     "NonMaxSuppression": {2, 3, 4},
     "Col2Im": {1, 2},
@@ -58,12 +57,14 @@ SHAPE_POSITIONS = {
     "HammingWindow": {0},
     "MelWeightMatrix": {0, 1, 2},
     "SplitToSequence": {1},
-    "TfIdfVectorizer": set(),
-    "GridSample": set(),
     "AffineGrid": {1},
-    "ReverseSequence": set(),
-    "Shrink": set(),
-    "TensorScatter": set(),
+}
+# Ops through which a value reaching a shape position is computed from its inputs (expanded
+# functions compute pads, slice starts and trip counts this way); an If computes its outputs
+# from the values its branches read.
+_SHAPE_ARITHMETIC = {
+    *("Add", "Sub", "Mul", "Div", "Max", "Min", "Concat", "Cast", "Neg", "Abs"),
+    *("Ceil", "Floor", "Round", "Relu", "If"),
 }
 
 
@@ -155,45 +156,25 @@ def main_op(case: Case, model) -> str:
 
 
 def bindable_inputs(model) -> list[str]:
-    """Graph inputs of integer (or bool) type that feed a shape/axes/count position, and the
-    float scales/roi of Resize and Upsample and the float depth of OneHot (they fix the output
-    shape as sizes do)."""
-    import onnx
+    """The tensor graph inputs whose values reach a SHAPE_POSITIONS position, directly or
+    through _SHAPE_ARITHMETIC (one backward walk: nodes are in topological order)."""
+    from compiler.onnx_fold import _outer_names
 
-    ints = {
-        vi.name
-        for vi in model.graph.input
-        if vi.type.tensor_type.elem_type
-        in (onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL)
-    }
-    floats = {
-        vi.name
-        for vi in model.graph.input
-        if vi.type.tensor_type.elem_type
-        in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
-    }
-    found = []
-    # Values that flow into a shape position: expanded functions compute pads and slice starts
-    # from a shape input with integer arithmetic (nodes are in topological order).
     shape_values = set()
     for node in reversed(model.graph.node):
-        allowed = ints | floats if node.op_type in ("Resize", "Upsample", "OneHot") else ints
-        for index in SHAPE_POSITIONS.get(node.op_type, ()):
-            if index < len(node.input) and node.input[index] in allowed:
-                found.append(node.input[index])
-            if index < len(node.input):
-                shape_values.add(node.input[index])
+        shape_values.update(
+            node.input[i] for i in SHAPE_POSITIONS.get(node.op_type, ()) if i < len(node.input)
+        )
         if node.op_type in _SHAPE_ARITHMETIC and shape_values.intersection(node.output):
             shape_values.update(node.input)
-    # Floats too: Range's expanded function computes its Loop's trip count from float bounds.
-    found += [name for name in ints | floats if name in shape_values]
-    return sorted(set(found))
-
-
-_SHAPE_ARITHMETIC = {
-    *("Add", "Sub", "Mul", "Div", "Max", "Min", "Concat", "Cast", "Neg", "Abs"),
-    *("Ceil", "Floor", "Round", "Relu"),
-}
+            for attr in node.attribute:  # an If's branches read outer values by name
+                for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                    shape_values.update(_outer_names(sub))
+    return sorted(
+        vi.name
+        for vi in model.graph.input
+        if vi.name in shape_values and vi.type.HasField("tensor_type")
+    )
 
 
 def compare_each(got: list, expected: list, count: str, item: str) -> str | None:

@@ -9,14 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import (
-    Case,
-    bindable_inputs,
-    compare_each,
-    expanded_base,
-    load_data_sets,
-    main_op,
-)
+from .cases import Case, bindable_inputs, compare_each, load_data_sets, main_op
 
 PASS, WRONG, UNSUPPORTED, IMPORT_ERROR, CRASH = (
     "pass",
@@ -64,7 +57,7 @@ def check_mlc(case: Case) -> dict:
     try:
         result = _compile_and_run(case, data, work / "plain", {})
         if result["status"] != PASS:
-            bind = _bind_files(model, data, work, expanded_base(case))
+            bind = _bind_files(model, data, work)
             if bind:
                 bound = _compile_and_run(case, data, work / "bound", bind)
                 if bound["status"] == PASS:
@@ -112,12 +105,10 @@ def _compile_and_run(case: Case, data, out: Path, bind: dict[str, str]) -> dict:
     return {"status": PASS}
 
 
-def _bind_files(model, data, work: Path, base=None) -> dict[str, str]:
-    """.npy files for the shape/axes inputs, when every data set gives them the same value
-    (an expanded case also binds what the case it expands binds: the inputs are the same)."""
-    names = sorted(set(bindable_inputs(model)) | set(bindable_inputs(base) if base else ()))
+def _bind_files(model, data, work: Path) -> dict[str, str]:
+    """.npy files for the shape/axes inputs, when every data set gives them the same value."""
     files = {}
-    for name in names:
+    for name in bindable_inputs(model):
         values = [inputs[name] for inputs, _ in data if name in inputs]
         if not values or any(not np.array_equal(values[0], v) for v in values[1:]):
             continue
