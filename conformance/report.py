@@ -40,9 +40,10 @@ def _update_note(meta: dict) -> str:
     update = meta.get("update")
     if not update:
         return ""
+    minutes = f", {update['earlier_seconds'] / 60:.0f} min" if update.get("earlier_seconds") else ""
     return (
-        f" This report updates an earlier full run (`{update['earlier_command']}`): the "
-        f"{update['rerun']} cases it did not pass were run again; its passes carry over."
+        f" This report updates an earlier full run (`{update['earlier_command']}`{minutes}): the "
+        f"{update['rerun']} cases not passed so far were run again; the passes carry over."
     )
 
 

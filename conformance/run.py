@@ -26,18 +26,19 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"generating the ONNX node test cases into {args.data}")
         cases.generate(args.data)
     selected = cases.list_cases(args.data, args.filter)
-    if args.failed_in:  # iterate on what an earlier run failed
-        earlier = json.loads(args.failed_in.read_text())["cases"]
-        selected = [
-            c for c in selected if earlier.get(c.name, {}).get("mlc", {}).get("status") != "pass"
-        ]
+    earlier = json.loads(args.failed_in.read_text()) if args.failed_in else None
+    if earlier:  # iterate on what an earlier run did not pass
+        passed = {k for k, r in earlier["cases"].items() if r["mlc"]["status"] == "pass"}
+        selected = [c for c in selected if c.name not in passed]
     if not selected:
-        _say(f"no case matches {args.filter!r}")
+        left = f" that {args.failed_in} did not pass" if args.failed_in else ""
+        _say(f"no case matches {args.filter!r}{left}")
         return 2
-    partial = args.filter or args.failed_in
-    out = args.out or (ROOT / "build" / "conformance" if partial else ROOT / "conformance")
-    if args.update:
+    if args.update:  # rewrite the earlier report in place
         out = args.failed_in.parent
+    else:
+        partial = args.filter or args.failed_in
+        out = args.out or (ROOT / "build" / "conformance" if partial else ROOT / "conformance")
     _preload()
     t0 = time.monotonic()
     ort = _onnxruntime_results(args, selected)
@@ -46,14 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     mlc = _run(selected, "mlc", args, log=out / "results.partial.jsonl")
     results = {c.name: {"ort": ort[c.name], "mlc": mlc[c.name]} for c in selected}
     meta = _meta(args, time.monotonic() - t0)
-    if args.update:  # the earlier run's passes carry over; say so in the report
-        earlier = json.loads(args.failed_in.read_text())
-        meta["update"] = {
-            "rerun": len(results),
-            "earlier_command": earlier["meta"].get("command"),
-            "earlier_seconds": earlier["meta"].get("seconds"),
-        }
-        meta["command"] += f" --failed-in {args.failed_in} --update"
+    if args.update:  # the earlier run's passes carry over; the report says so
+        meta["update"] = {"rerun": len(results), **_full_run(earlier["meta"])}
         results = {**earlier["cases"], **results}
     from .report import write
 
@@ -61,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.partial.jsonl").unlink(missing_ok=True)
     _say(f"wrote {out / 'REPORT.md'}: {json.dumps(summary)}")
     return 0
+
+
+def _full_run(meta: dict) -> dict:
+    """The full run an --update builds on (through earlier updates of it)."""
+    if "update" in meta:
+        return {k: meta["update"][k] for k in ("earlier_command", "earlier_seconds")}
+    return {"earlier_command": meta.get("command"), "earlier_seconds": meta.get("seconds")}
 
 
 def _parse(argv):
@@ -82,6 +84,8 @@ def _parse(argv):
         parser.error(f"--jobs must be 1 or 2, got {args.jobs}")
     if args.update and not args.failed_in:
         parser.error("--update needs --failed-in RESULTS_JSON")
+    if args.update and args.out:
+        parser.error("--update rewrites the report next to --failed-in; it takes no --out")
     return args
 
 
@@ -154,6 +158,10 @@ def _meta(args, seconds: float) -> dict:
     from .cases import ATOL, RTOL
 
     command = "python -m conformance.run" + (f" --jobs {args.jobs}" if args.jobs > 1 else "")
+    if args.filter:
+        command += f" --filter '{args.filter}'"
+    if args.failed_in:
+        command += f" --failed-in {args.failed_in}" + (" --update" if args.update else "")
     return {
         "command": command,
         "onnx": onnx.__version__,

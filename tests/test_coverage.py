@@ -282,8 +282,8 @@ def test_read_only_inputs(tmp_path):
 
 
 def test_conformance_runner_categorises(tmp_path):
-    """Runs known node test cases through the runner: one per category that the current
-    compiler produces (pass, pass with bound inputs, unsupported, clear import error)."""
+    """Runs known node test cases through the runner: a pass, a pass with bound inputs, and two
+    of mlc's clear 'unsupported' errors."""
     cases = {
         "test_abs": ("pass", None),
         "test_reshape_reduced_dims": ("pass", ["shape"]),
@@ -305,6 +305,38 @@ def test_conformance_runner_categorises(tmp_path):
         assert got.get("bound") == bound, (name, got)
     assert data["summary"]["categories"]["crash"] == 0
     assert "## unsupported" in (out / "REPORT.md").read_text()
+
+
+def test_conformance_update_reruns_what_failed_and_keeps_the_passes(tmp_path):
+    """--failed-in runs only the cases an earlier report did not pass; --update merges them
+    into that report, which keeps naming the full run it started from."""
+    earlier = {
+        "meta": {"command": "python -m conformance.run", "seconds": 600},
+        "cases": {
+            "test_abs": {"ort": {"status": "pass"}, "mlc": {"status": "pass", "op": "Abs"}},
+            "test_neg": {"ort": {"status": "pass"}, "mlc": {"status": "wrong", "op": "Neg"}},
+        },
+    }
+    report = tmp_path / "results.json"
+    report.write_text(json.dumps(earlier))
+    result = subprocess.run(
+        [sys.executable, "-m", "conformance.run", "--filter", "test_abs,test_neg",
+         "--failed-in", report, "--update", "--data", ROOT / "build" / "conformance-data"],
+        capture_output=True, text=True, cwd=ROOT, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert data["cases"]["test_abs"]["mlc"] == {"status": "pass", "op": "Abs"}  # not re-run
+    assert data["cases"]["test_neg"]["mlc"]["status"] == "pass"
+    assert data["meta"]["update"] == {
+        "rerun": 1,
+        "earlier_command": "python -m conformance.run",
+        "earlier_seconds": 600,
+    }
+    assert (
+        "updates an earlier full run (`python -m conformance.run`, 10 min)"
+        in (tmp_path / "REPORT.md").read_text()
+    )
 
 
 def _segfault(_arg):
