@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import mlc_subprocess
 from onnx import TensorProto, helper
 from onnx_cases import check, const, make_model, rand, vi
 
@@ -113,11 +114,7 @@ def test_loop_trip_count_bound_on_the_command_line(tmp_path):
     onnx.save(_loop_model(trips_as_input=True), path)
     np.save(tmp_path / "m.npy", np.int64(4))
     out = tmp_path / "bundle"
-    result = subprocess.run(
-        [sys.executable, "-m", "compiler.cli", "compile", path, "-o", out, "-q",
-         "--bind", f"m={tmp_path / 'm.npy'}"],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+    result = mlc_subprocess("compile", path, "-o", out, "-q", "--bind", f"m={tmp_path / 'm.npy'}")
     assert result.returncode == 0, result.stderr
     bundle = load_bundle(out)
     assert [i.name for i in bundle.inputs] == ["x"]
