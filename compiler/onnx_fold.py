@@ -168,7 +168,7 @@ def static_shapes(model) -> dict[str, tuple[int, ...]]:
     import onnx
 
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        inferred = onnx.shape_inference.infer_shapes(_without_weights(model), strict_mode=False)
     except Exception:  # inference fails on some valid models: fold what needs no shapes
         inferred = model
     shapes = {}
@@ -181,6 +181,37 @@ def static_shapes(model) -> dict[str, tuple[int, ...]]:
         if all(d is not None for d in dims):
             shapes[value.name] = tuple(dims)
     return shapes
+
+
+def _without_weights(model):
+    """A view of `model` for shape inference, its large initializers declared as graph inputs
+    of the same type: infer_shapes serialises the model it is given (every folding round), and
+    no shape depends on the values of a tensor that large."""
+    from onnx import helper
+
+    graph = model.graph
+    big = [t for t in graph.initializer if _size(t) > MAX_FOLDED_ELEMENTS]
+    if not big:
+        return model
+    names = {t.name for t in big}
+    declared = {v.name for v in graph.input}
+    inputs = [*graph.input]
+    inputs += [
+        helper.make_tensor_value_info(t.name, t.data_type, t.dims)
+        for t in big
+        if t.name not in declared
+    ]
+    light = helper.make_graph(
+        graph.node,
+        graph.name,
+        inputs,
+        graph.output,
+        [t for t in graph.initializer if t.name not in names],
+        value_info=graph.value_info,
+    )
+    result = helper.make_model(light, opset_imports=model.opset_import, ir_version=model.ir_version)
+    result.functions.extend(model.functions)
+    return result
 
 
 def onnx_opset(model, default: int | None = None) -> int | None:

@@ -16,11 +16,9 @@ MAX_TRIPS = 1024
 
 def unroll_loops(model) -> bool:
     """Replace every top-level Loop node by copies of its body; True if any was unrolled."""
-    from onnx import numpy_helper
-
     from .onnx_fold import onnx_opset
 
-    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    consts = {t.name: t for t in model.graph.initializer}  # read only for trip counts
     axes_as_input = onnx_opset(model, 13) >= 13
 
     def unroll(node, tag: str):
@@ -49,6 +47,11 @@ def replace_nodes(graph, op_type: str, expand) -> bool:
 
 
 def _trip_count(node, consts) -> int:
+    from onnx import numpy_helper
+
+    def scalar(value: str):
+        return numpy_helper.to_array(consts[value]).reshape(-1)[0]
+
     name = node.name or "<unnamed>"
     m = node.input[0] if node.input else ""
     cond = node.input[1] if len(node.input) > 1 else ""
@@ -57,7 +60,7 @@ def _trip_count(node, consts) -> int:
             f"Loop {name!r} without a constant trip count is not supported: mlc unrolls loops",
             hint="make the trip count a constant, or freeze that input with --bind NAME=FILE.npy",
         )
-    if cond and (cond not in consts or not bool(consts[cond].reshape(-1)[0])):
+    if cond and (cond not in consts or not bool(scalar(cond))):
         raise ModelError(
             f"Loop {name!r} with a run-time start condition is not supported: mlc unrolls loops",
             hint="freeze the condition input with --bind NAME=FILE.npy",
@@ -75,7 +78,7 @@ def _trip_count(node, consts) -> int:
                 f"Loop {name!r} computes its condition in the body (an early exit): this is not "
                 "supported, mlc unrolls loops with a fixed trip count"
             )
-    trips = int(consts[m].reshape(-1)[0])
+    trips = int(scalar(m))
     if not 0 < trips <= MAX_TRIPS:
         raise ModelError(
             f"Loop {name!r} runs {trips} times: mlc unrolls loops of 1 to {MAX_TRIPS} iterations"
