@@ -29,6 +29,12 @@ def register(op_type: str, domain: str = ""):
     return add
 
 
+def text_attr(attr: dict, name: str, default: str) -> str:
+    """A string attribute as str (TVM's importer hands them over as bytes)."""
+    value = attr.get(name, default)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def install() -> None:
     """Point TVM's importer at TVM's converters plus ours (idempotent)."""
     global _TVM_OPS

@@ -13,7 +13,7 @@ from tvm import relax, topi
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
-from . import register
+from . import register, text_attr
 from .static import required_constant, static_shape
 
 
@@ -24,8 +24,7 @@ class SpaceToDepth(OnnxOpConverter):
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
         bs = int(attr["blocksize"])
-        mode = attr.get("mode", b"DCR")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
+        mode = text_attr(attr, "mode", "DCR")
         if mode not in ("DCR", "CRD"):
             raise ModelError(f"SpaceToDepth mode {mode!r} is not supported: DCR or CRD")
         b, c, h, w = inputs[0].ty.shape

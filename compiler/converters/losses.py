@@ -10,14 +10,13 @@ from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend
 
 from ..errors import ModelError
-from . import register
+from . import register, text_attr
 
 _REDUCTIONS = ("none", "sum", "mean")
 
 
 def _reduction(attr) -> str:
-    value = attr.get("reduction", b"mean")
-    value = value.decode() if isinstance(value, bytes) else str(value)
+    value = text_attr(attr, "reduction", "mean")
     if value not in _REDUCTIONS:
         raise ModelError(
             f"loss reduction {value!r} is not supported: expected one of {', '.join(_REDUCTIONS)}"

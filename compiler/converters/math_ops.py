@@ -12,7 +12,7 @@ from tvm import relax, te
 from tvm.relax.frontend.onnx import onnx_frontend
 
 from ..errors import ModelError
-from . import register
+from . import register, text_attr
 from .static import required_int
 
 
@@ -100,8 +100,7 @@ class BitShift(onnx_frontend.OnnxOpConverter):
     @classmethod
     def _impl_v11(cls, bb, inputs, attr, params):
         x, amount = inputs[0], inputs[1]
-        direction = attr.get("direction", b"LEFT")
-        direction = direction.decode() if isinstance(direction, bytes) else str(direction)
+        direction = text_attr(attr, "direction", "LEFT")
         if direction not in ("LEFT", "RIGHT"):
             raise ModelError(f"BitShift direction {direction!r} is invalid: expected LEFT or RIGHT")
         bits = tvm.DataType(dtype_of(x)).bits

@@ -7,7 +7,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
-from . import ML_DOMAIN, register
+from . import ML_DOMAIN, register, text_attr
 
 
 def _const(value, dtype: str) -> relax.Constant:
@@ -58,7 +58,7 @@ class Normalizer(OnnxOpConverter):
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
         x = relax.op.astype(inputs[0], "float32")
-        norm = attr.get("norm", b"MAX").decode()
+        norm = text_attr(attr, "norm", "MAX")
         axis = [x.ty.ndim - 1] if x.ty.ndim else None
         if norm == "MAX":
             denom = relax.op.max(x, axis=axis, keepdims=True)

@@ -14,7 +14,7 @@ import numpy as np
 from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend
 
-from . import register
+from . import register, text_attr
 from .static import static_shape
 
 
@@ -25,8 +25,7 @@ def _geometry(spatial: list[int], attr) -> tuple[list[int], ...]:
     strides = list(attr.get("strides", [1] * d))
     dilations = list(attr.get("dilations", [1] * d))
     pads = list(attr.get("pads", [0] * 2 * d))
-    auto_pad = attr.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    auto_pad = text_attr(attr, "auto_pad", "NOTSET")
     out = []
     for i in range(d):
         span = dilations[i] * (kernel[i] - 1) + 1

@@ -13,18 +13,13 @@ from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
-from . import register
+from . import register, text_attr
 from .static import static_dim
 
 op = relax.op
 MAX_STEPS = 1024
 _RULES = {"linear": (False, False), "gated": (True, False), "delta": (False, True)}
 _RULES["gated_delta"] = (True, True)
-
-
-def _text(attr, name: str, default: str) -> str:
-    value = attr.get(name, default)
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _split_heads(x, heads: int):
@@ -39,7 +34,7 @@ class LinearAttention(OnnxOpConverter):
     @classmethod
     def _impl_v27(cls, bb, inputs, attr, params):
         q, k, v, past, decay, beta = list(inputs) + [None] * (6 - len(inputs))
-        rule = _text(attr, "update_rule", "gated_delta")
+        rule = text_attr(attr, "update_rule", "gated_delta")
         if rule not in _RULES:
             raise ModelError(f"LinearAttention update_rule {rule!r} is not one of {list(_RULES)}")
         gated, delta = _RULES[rule]
@@ -100,7 +95,7 @@ class CausalConvWithState(OnnxOpConverter):
     @classmethod
     def _impl_v27(cls, bb, inputs, attr, params):
         x, weight, bias, past = list(inputs) + [None] * (4 - len(inputs))
-        act = _text(attr, "activation", "none")
+        act = text_attr(attr, "activation", "none")
         if act not in ("none", "silu", "swish"):
             raise ModelError(f"CausalConvWithState activation {act!r} is not none/silu/swish")
         batch, channels, _length = x.ty.shape.values

@@ -17,7 +17,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
-from . import register
+from . import register, text_attr
 from .static import constant_array, needs_constant, static_shape
 
 _COORD_MODES = {
@@ -224,22 +224,17 @@ class Upsample(OnnxOpConverter):
         return _convert(bb, inputs[0], None, inputs[1], None, opts, "Upsample")
 
 
-def _text(attr, name: str, default: str) -> str:
-    value = attr.get(name, default)
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _options(attr) -> dict:
     opts = {
-        "mode": _text(attr, "mode", "nearest"),
-        "coord": _text(attr, "coordinate_transformation_mode", "half_pixel"),
-        "nearest_mode": _text(attr, "nearest_mode", "round_prefer_floor"),
+        "mode": text_attr(attr, "mode", "nearest"),
+        "coord": text_attr(attr, "coordinate_transformation_mode", "half_pixel"),
+        "nearest_mode": text_attr(attr, "nearest_mode", "round_prefer_floor"),
         "cubic_a": float(attr.get("cubic_coeff_a", -0.75)),
         "exclude_outside": bool(attr.get("exclude_outside", 0)),
         "extrapolation_value": float(attr.get("extrapolation_value", 0.0)),
         "antialias": bool(attr.get("antialias", 0)),
         "axes": attr.get("axes"),
-        "policy": _text(attr, "keep_aspect_ratio_policy", "stretch"),
+        "policy": text_attr(attr, "keep_aspect_ratio_policy", "stretch"),
     }
     if opts["mode"] == "bilinear":  # Upsample-7's spelling
         opts["mode"] = "linear"

@@ -11,7 +11,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
-from . import register
+from . import register, text_attr
 from .math_ops import elu
 from .static import static_dim
 
@@ -67,7 +67,7 @@ class _Recurrent(OnnxOpConverter):
             x = op.permute_dims(x, [1, 0, 2])
         steps, batch = (static_dim(d, cls.op_name) for d in bb.normalize(x).ty.shape.values[:2])
         hidden = int(attr["hidden_size"])
-        direction = attr.get("direction", b"forward").decode()
+        direction = text_attr(attr, "direction", "forward")
         dirs = 2 if direction == "bidirectional" else 1
         acts = cls._activations(attr, dirs)
         outputs_y, outputs_state = [], [[] for _ in range(cls.state_count())]

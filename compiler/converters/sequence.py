@@ -11,7 +11,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
-from . import register
+from . import register, text_attr
 from .static import static_dim
 
 op = relax.op
@@ -52,8 +52,7 @@ class TensorScatter(OnnxOpConverter):
     @classmethod
     def _impl_v24(cls, bb, inputs, attr, params):
         past, update, where = list(inputs) + [None] * (3 - len(inputs))
-        mode = attr.get("mode", "linear")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
+        mode = text_attr(attr, "mode", "linear")
         if mode not in ("linear", "circular"):
             raise ModelError(f"TensorScatter mode {mode!r} is not 'linear' or 'circular'")
         rank = len(past.ty.shape.values)

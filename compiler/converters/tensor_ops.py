@@ -13,7 +13,7 @@ import numpy as np
 from tvm import relax, te, tirx
 from tvm.relax.frontend.onnx import onnx_frontend
 
-from . import register
+from . import register, text_attr
 from .math_ops import dtype_of
 from .static import constant_array, required_int, static_shape
 
@@ -25,7 +25,7 @@ class Pad(onnx_frontend.Pad):
     @classmethod
     def _lower_pad(cls, bb, inputs, attr, params, allowed_modes):
         value = inputs[2] if len(inputs) > 2 else None
-        mode = attr.get("mode", b"constant").decode()
+        mode = text_attr(attr, "mode", "constant")
         if value is None or constant_array(value) is not None or mode != "constant":
             return super()._lower_pad(bb, inputs, attr, params, allowed_modes)
         const_inputs = [inputs[0], inputs[1], None, *list(inputs)[3:4]]

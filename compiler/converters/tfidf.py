@@ -12,7 +12,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
-from . import register
+from . import register, text_attr
 from .static import static_shape
 
 
@@ -50,7 +50,7 @@ class TfIdfVectorizer(OnnxOpConverter):
     def _impl_v9(cls, bb, inputs, attr, params):
         x = inputs[0]
         shape = static_shape(x, "TfIdfVectorizer")
-        mode = attr.get("mode", b"TF").decode()
+        mode = text_attr(attr, "mode", "TF")
         if mode not in ("TF", "IDF", "TFIDF"):
             raise ModelError(f"TfIdfVectorizer mode {mode!r} is not supported: TF, IDF, TFIDF")
         low, high = int(attr["min_gram_length"]), int(attr["max_gram_length"])
