@@ -74,6 +74,11 @@ def _parse_dims(_ctx, _param, values: tuple[str, ...]) -> dict[str, int]:
     dims = {}
     for value in values:
         match = re.fullmatch(r"([^=]+)=(\d+)", value)
+        if re.fullmatch(r"[^=]+=\d+\.\.\d+", value):  # valid for compile, not here
+            raise click.BadParameter(
+                f"{value!r} is a range; this command needs one size, e.g. "
+                f"{value.split('=')[0]}=1 (ranges are for `mlc compile`)"
+            )
         if not match or int(match.group(2)) < 1:
             raise click.BadParameter(f"{value!r} is not NAME=VALUE, expected e.g. batch=1")
         dims[match.group(1)] = int(match.group(2))

@@ -253,6 +253,9 @@ def test_symbolic_dims_must_be_pinned_to_tune(model_dir, tmp_path):
         "has symbolic dims N (x[0]); tuning measures kernels at fixed sizes"
     )
     assert not (tmp_path / "db").exists()
+    r = mlc("tune", model_dir / "convnet.onnx", "--db", tmp_path / "db", "--dim", "N=1..8")
+    assert r.exit_code == 2 and "'N=1..8' is a range; this command needs one size" in r.stderr
+    assert not (tmp_path / "db").exists()
 
 
 def test_cross_target_tuning_is_refused(model_dir, tmp_path):
