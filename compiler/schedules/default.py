@@ -5,7 +5,7 @@ from __future__ import annotations
 import tvm
 from tvm.s_tir import dlight
 
-from . import cpu
+from . import cpu, cpu_depthwise
 
 
 class _GEMV(dlight.cpu.GEMV):
@@ -26,6 +26,7 @@ def default_schedules(target: tvm.target.Target) -> tvm.transform.Pass:
         return dlight.ApplyDefaultSchedule(
             cpu.WinogradTransform(),  # passes/winograd.py's transforms (before Injective)
             _GEMV(),  # inner-reduction GEMV (weights stored [N, K])
+            cpu_depthwise.DepthwiseConv(),  # window-only reductions (before TiledReduction)
             cpu.TiledReduction(),
             cpu.Injective(),
             dlight.cpu.Reduction(),  # softmax, layer norm
