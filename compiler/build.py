@@ -40,15 +40,18 @@ def fusion_passes(target, options: CompileOptions | None = None) -> list:
     return select(fusion_steps(target), options or CompileOptions())
 
 
-def lowering_pipeline(target, schedules: list, options: CompileOptions | None = None) -> Any:
+def lowering_pipeline(
+    target, schedules: list, options: CompileOptions | None = None, lifted=None
+) -> Any:
     """Relax → VM code: fuse, apply `schedules` (tuning records first, default rules second),
-    then TVM's lowering and finalisation. Composed here instead of TVM's default pipeline so
-    that the schedules sit between fusion and lowering (passes/pipeline.py lists the steps)."""
+    take the weight repacking out (into `lifted`: passes/prepack.py), then TVM's lowering and
+    finalisation. Composed here instead of TVM's default pipeline so that the schedules sit
+    between fusion and lowering (passes/pipeline.py lists the steps)."""
     import tvm
 
     from .passes.pipeline import lowering_steps, select
 
-    passes = select(lowering_steps(target, schedules), options or CompileOptions())
+    passes = select(lowering_steps(target, schedules, lifted), options or CompileOptions())
 
     @tvm.transform.module_pass(opt_level=0, name="mlc.lowering")
     def _lower(mod, _ctx):
@@ -114,6 +117,7 @@ def build(
 
     from .passes.instruments import instruments_for
     from .passes.pipeline import check_options
+    from .passes.prepack import Lifted, repack
     from .schedules import default_schedules
 
     tvm_target = tvm.target.Target(target.target)
@@ -133,13 +137,16 @@ def build(
         schedules.append(default_schedules(tvm_target))
         instruments, timer = instruments_for(options, tvm_target, schedules)
         mod, weights = prepare(imported, options, target, instruments)
+        lifted = Lifted()
         with (
             tvm.transform.PassContext(opt_level=3, instruments=instruments),
             database,
             _device_compiler(target) as device_code,
         ):
-            pipeline = lowering_pipeline(tvm_target, schedules, options)
+            pipeline = lowering_pipeline(tvm_target, schedules, options, lifted)
             executable = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
+        if lifted.module is not None:
+            weights = repack(lifted, weights)
     except (MlcError, *_OUR_BUGS):
         raise
     except Exception as exc:  # TVM raises TVMError, ValueError, InternalError, ...

@@ -10,8 +10,11 @@ Graph phases (`graph_passes`, run by build.prepare on the imported Relax module)
              convs on CPU), FastMath (CPU)
   weights    ExtractWeights
 Lowering phases (`lowering_passes`, run inside tvm.compile by build.lowering_pipeline):
-  fusion     library dispatch, LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
+  fusion     library dispatch, LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR,
+             PrepackWeights (CPU: marks the kernels' weight parameters)
   schedules  the tuning database, then the default schedule rules
+  prepack    PrepackWeights (CPU: weight layout copies out of the kernels, repacked at compile
+             time by the build; passes/prepack.py)
   lowering   TVM's dataflow-lowering and finalisation passes
 
 Each step has the lowest `--opt-level` that runs it (`OPT_LEVELS` says what each level adds),
@@ -33,6 +36,7 @@ from .extract_weights import ExtractWeights
 from .fast_math import FastMath
 from .fold_batch_norm import FoldBatchNorm
 from .keep_fp32 import KeepFP32
+from .prepack import AttachLayoutFree, Lifted, SplitAndLift
 from .safe_indexing import SafeIndexing
 from .to_bfloat16 import ToBFloat16
 from .winograd import Winograd
@@ -113,6 +117,7 @@ def fusion_steps(target: tvm.target.Target) -> list[Step]:
     """Relax ops → fused TIR kernels: what tuning tunes and schedules then schedule."""
     t = relax.transform
     dispatch = _backend(target).library_dispatch_passes(target)
+    cpu = target.kind.name == "llvm"
     return [
         *(Step("fusion", p, required=True) for p in dispatch),
         Step("fusion", t.LegalizeOps(), required=True),
@@ -120,17 +125,23 @@ def fusion_steps(target: tvm.target.Target) -> list[Step]:
         Step("fusion", t.FoldConstant(), 1),
         Step("fusion", t.FuseOps(), 3),
         Step("fusion", t.FuseTIR(), 3),
+        *([Step("fusion", AttachLayoutFree(), 2)] if cpu else []),
     ]
 
 
-def lowering_steps(target: tvm.target.Target, schedules: list) -> list[Step]:
-    """Fusion, `schedules` (tuning records first, default rules second), then TVM's lowering."""
+def lowering_steps(
+    target: tvm.target.Target, schedules: list, lifted: Lifted | None = None
+) -> list[Step]:
+    """Fusion, `schedules` (tuning records first, default rules second), the weight prepacking
+    (the weight transform goes to `lifted`, for the build to run), then TVM's lowering."""
     backend = _backend(target)
     gpu = target.kind.name == "cuda"  # GPU kernels cannot run unscheduled
     lower = backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
+    prepack = [] if gpu else [Step("prepack", SplitAndLift(lifted or Lifted()), 2)]
     return [
         *fusion_steps(target),
         *(Step("schedules", p, required=gpu) for p in schedules),
+        *prepack,
         *(Step("lowering", p, required=True) for p in lower),
     ]
 

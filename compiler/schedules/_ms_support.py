@@ -111,6 +111,30 @@ class Recorder(PyMeasureCallback):
         )
 
 
+def record_json(record) -> list:
+    """A tuning record as plain JSON. MetaSchedule's own `as_json` stops at the index map of a
+    transform_layout step (the weight packing of the default rules and of RewriteLayout); this
+    writes it as TVM's JSON text, the form `TuningRecord.from_json` reads back."""
+    import tvm
+    from tvm.s_tir.meta_schedule import _ffi_api
+    from tvm_ffi import Array, Map
+
+    def plain(obj):
+        if obj is None or isinstance(obj, bool | int | float | str):
+            return obj
+        if isinstance(obj, tvm.tirx.IntImm | tvm.tirx.FloatImm):
+            return obj.value
+        if isinstance(obj, Array):
+            return [plain(i) for i in obj]
+        if isinstance(obj, Map):
+            return {str(k): plain(v) for k, v in obj.items()}
+        if isinstance(obj, tvm.tirx.IndexMap):
+            return tvm.ir.save_json(obj).strip()
+        raise TypeError(f"a tuning record holds a {type(obj).__name__}, which has no JSON form")
+
+    return plain(_ffi_api.TuningRecordAsJSON(record))
+
+
 def batch_entries(task, target, candidates, builds, runs, with_workload: bool):
     """Log lines for one measured batch (the workload first, once per task and run), and the
     mean times of the candidates that ran."""
@@ -125,7 +149,7 @@ def batch_entries(task, target, candidates, builds, runs, with_workload: bool):
         record = ms.database.TuningRecord(
             cand.sch.trace, workload, None if error else ran.run_secs, target, cand.args_info
         )
-        entry = {"kind": "record", "workload": task.workload, "record": record.as_json()}
+        entry = {"kind": "record", "workload": task.workload, "record": record_json(record)}
         entry["mean_s"] = sum(secs) / len(secs) if secs else None
         if error:
             entry["error"] = str(error).strip().splitlines()[-1][:300]

@@ -246,7 +246,7 @@ def _tile(sch, main, plan, epilogue, cores: int) -> list:
     task = sch.fuse(*parallel) if len(parallel) > 1 else parallel[0]
     sch.reverse_compute_at(write_back, serial[-1] if serial else task)
     if row is not None and serial:
-        _pack_vector_operand(sch, main, task, lanes, main.iters[vec].var)
+        _pack_vector_operand(sch, main, task, (lanes, vec_tile), main.iters[vec].var)
     sch.parallel(task)
     sch.vectorize(inner[-1])
     if row is not None:
@@ -280,18 +280,34 @@ def _fuse_epilogue(sch, main, epilogue) -> list:
     return leftover
 
 
-def _pack_vector_operand(sch, main, task, lanes: int, vec_var) -> None:
-    """Copy the task's slice of the operand read along the vector axis into a contiguous
-    buffer: strided rows of a [K, N] weight become one stream the prefetcher follows."""
+def _pack_vector_operand(sch, main, task, tiles: tuple[int, int], vec_var) -> None:
+    """Give the operand read along the vector axis (a weight's [K, N] rows) the layout the
+    register tile reads: [N / vec_tile, K, vec_tile], one contiguous stream per vector tile.
+    A weight (a layout-free parameter) is repacked once, at compile time: the copy is marked
+    as a layout-rewrite block, which passes/prepack.py moves out of the kernel. Any other
+    operand is copied by each task, for its own tile, as it starts."""
+    lanes, vec_tile = tiles
+    func = sch.mod["main"]
+    free = func.attrs.get("layout_free_buffers", []) if func.attrs else []
+    weights = [func.params[int(i)] for i in free]
     for index, region in _vector_operands(sch.get(main.block_rv), vec_var):
-        if len(region.region) >= 2:
-            packed = sch.cache_read(main.block_rv, index, "global")
-            sch.compute_at(packed, task)
-            loops = sch.get_loops(packed)
-            extent = _extent(sch, loops[-1])
-            if extent and extent % lanes == 0:
-                sch.vectorize(sch.split(loops[-1], factors=[None, lanes])[1])
+        if len(region.region) < 2:
+            continue
+        packed = sch.cache_read(main.block_rv, index, "global")
+        buffer = region.source
+        last = _int(buffer.shape[-1])
+        if any(buffer.same_as(w) for w in weights) and last and last % vec_tile == 0:
+            sch.transform_layout(
+                packed, ("write", 0), lambda *i: (i[-1] // vec_tile, *i[:-1], i[-1] % vec_tile)
+            )
+            sch.annotate(packed, "meta_schedule.layout_rewrite_preproc", True)
             return
+        sch.compute_at(packed, task)
+        loops = sch.get_loops(packed)
+        extent = _extent(sch, loops[-1])
+        if extent and extent % lanes == 0:
+            sch.vectorize(sch.split(loops[-1], factors=[None, lanes])[1])
+        return
 
 
 class ParallelFallback(CPUScheduleRule):

@@ -125,9 +125,12 @@ def _inputs(imported, options) -> list[np.ndarray]:
 
 
 def _interleaved_profiles(builds, inputs, threads: int) -> list[dict[str, float]]:
-    """Per build, kernel name -> median seconds per model call, the builds timed in turn."""
+    """Per build, kernel name (as fused, before prepacking renamed it) -> median seconds per
+    model call, the builds timed in turn."""
     import tvm
     from tvm import relax
+
+    from ..passes.prepack import fused_name
 
     tvm.get_global_func("runtime.config_threadpool")(0, threads)
     dev = tvm.cpu()
@@ -152,5 +155,5 @@ def _interleaved_profiles(builds, inputs, threads: int) -> list[dict[str, float]
             timer.reset()
             vm["main"](*args)
             for name, seconds in timer.totals.items():
-                samples[b][name].append(seconds)
+                samples[b][fused_name(name)].append(seconds)
     return [{n: statistics.median(v) for n, v in s.items()} for s in samples]

@@ -1,0 +1,182 @@
+"""PrepackWeights: weights stored in the layout the CPU kernels read, repacked at compile time.
+
+A matmul or conv kernel reads its weight one vector tile of output channels at a time. Read in
+the model's layout ([K, N]: rows N floats apart), each tile's panel would have to be gathered at
+every call. Instead the kernel's schedule (schedules/cpu.py, or a tuning record, through
+MetaSchedule's RewriteLayout) copies the weight into a packed layout in a block marked as a
+layout rewrite, and this pass takes that copy out of the model:
+
+- `AttachLayoutFree` (fusion phase) marks which kernel parameters are weights (TVM's
+  AttachAttrLayoutFreeBuffers): only those may change layout.
+- `SplitAndLift` (after the schedules) moves each marked copy into a function of its own (TVM's
+  SplitLayoutRewritePreproc) and lifts the copies of weights out of `main` into
+  `main_transform_params` (LiftTransformParams); copies of small inline constants are folded.
+  The lifted function is handed to the build, which runs it once on the weights (`repack`):
+  the bundle stores the packed weights and `main` takes them as they are. Nothing changes at
+  run time but the layout, so the loader needs nothing new.
+
+Both steps are named PrepackWeights: `--disable-pass PrepackWeights` skips both, and the
+kernels then pack their weight panels as they run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+NAME = "PrepackWeights"
+TRANSFORM = "main_transform_params"
+_PREPROC = "meta_schedule.layout_rewrite_preproc"  # the block that packs a weight
+_PREPACKED = "_prepacked"  # SplitLayoutRewritePreproc's suffix for a kernel it split
+
+
+def fused_name(kernel: str) -> str:
+    """The kernel's name in the fused module (what tuning saw) from its name in the build."""
+    return kernel.removesuffix(_PREPACKED)
+
+
+def AttachLayoutFree() -> tvm.transform.Pass:
+    @tvm.transform.module_pass(opt_level=0, name=NAME)
+    def attach(mod, _ctx):
+        if "main" not in mod or "num_input" not in (mod["main"].attrs or {}):
+            return mod  # no weight parameters to mark
+        return relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+
+    return attach
+
+
+class Lifted:
+    """What SplitAndLift took out of the module: the weight transform, as a module of its own."""
+
+    def __init__(self):
+        self.module: tvm.IRModule | None = None
+
+
+def SplitAndLift(lifted: Lifted) -> tvm.transform.Pass:
+    @tvm.transform.module_pass(opt_level=0, name=NAME)
+    def split(mod, _ctx):
+        mod = _split_preproc(mod)
+        if "num_input" in (mod["main"].attrs or {}):
+            mod = relax.transform.LiftTransformParams()(mod)
+        mod = relax.transform.FoldConstant()(mod)  # copies of inline constants
+        if TRANSFORM not in mod:
+            return mod
+        transform = mod[TRANSFORM]
+        if transform.body.body.same_as(transform.params[0]):  # nothing to repack
+            return _without(mod, TRANSFORM)
+        lifted.module = relax.transform.DeadCodeElimination([TRANSFORM])(mod)
+        return relax.transform.DeadCodeElimination(["main"])(_without(mod, TRANSFORM))
+
+    return split
+
+
+def _split_preproc(mod: tvm.IRModule) -> tvm.IRModule:
+    """SplitLayoutRewritePreproc on the kernels that have a layout rewrite block (it fails on
+    some that have none, such as a sort's extern call under the root)."""
+    from tvm import tirx
+
+    others = {
+        gv: f
+        for gv, f in mod.functions.items()
+        if isinstance(f, tirx.PrimFunc) and not _has_preproc(f)
+    }
+    if len(others) == sum(isinstance(f, tirx.PrimFunc) for f in mod.functions.values()):
+        return mod
+    kept = {gv: f for gv, f in mod.functions.items() if gv not in others}
+    split = relax.transform.SplitLayoutRewritePreproc()(tvm.IRModule(kept, attrs=mod.attrs))
+    functions = dict(split.functions)
+    functions.update(others)
+    return tvm.IRModule(functions, attrs=split.attrs)
+
+
+def _has_preproc(func) -> bool:
+    """Whether a kernel packs a weight: only kernels with weight parameters can, and those are
+    few enough to search as text (TVM 0.27 has no TIR visitor in Python)."""
+    if not (func.attrs and func.attrs.get("layout_free_buffers")):
+        return False
+    return _PREPROC in func.script()
+
+
+def _without(mod: tvm.IRModule, name: str) -> tvm.IRModule:
+    functions = {gv: f for gv, f in mod.functions.items() if gv.name_hint != name}
+    return tvm.IRModule(functions, attrs=mod.attrs)
+
+
+def repack(lifted: Lifted, weights: tuple) -> tuple:
+    """Run the lifted transform (built for this host) on `weights` (build.Weight): the weights
+    `main` now takes, in its parameter order. A weight passed through keeps its name; a packed
+    one is named after its source."""
+    from tvm.relax import VirtualMachine
+
+    from ..build import Weight
+
+    mod = lifted.module
+    names = _output_names(mod[TRANSFORM], [w.name for w in weights])
+    host = tvm.target.Target({"kind": "llvm"})
+    with host:
+        executable = tvm.compile(mod, target=host)
+    vm = VirtualMachine(executable, tvm.cpu())
+    outputs = vm[TRANSFORM]([_tensor(w) for w in weights])
+    if len(names) != len(outputs):
+        raise RuntimeError(f"weight transform: {len(outputs)} outputs, {len(names)} named")
+    packed = []
+    for name, out in zip(names, outputs):
+        dtype = str(out.dtype)
+        bits = _view(out, "uint16") if dtype == "bfloat16" else out
+        packed.append(Weight(name, np.array(bits.numpy()), dtype if dtype == "bfloat16" else ""))
+    return tuple(packed)
+
+
+def _tensor(weight):
+    tensor = tvm.runtime.tensor(weight.array, tvm.cpu())
+    return _view(tensor, weight.dtype) if weight.dtype else tensor
+
+
+def _view(tensor, dtype: str):
+    import tvm_ffi
+
+    view = tvm_ffi.get_global_func("runtime.TVMTensorCreateView")
+    return view(tensor, tuple(tensor.shape), tvm_ffi.dtype(dtype), 0)
+
+
+def _output_names(transform: relax.Function, weight_names: list[str]) -> list[str]:
+    """Output i of the transform: the name of the weight it passes through, or
+    '<weight>.packed' for a copy computed from one."""
+    (params,) = transform.params
+    sources: dict[relax.Var, str] = {}
+    tuples: dict[relax.Var, relax.Tuple] = {}
+    for block in transform.body.blocks:
+        for binding in block.bindings:
+            var, value = binding.var, binding.value
+            if isinstance(value, relax.TupleGetItem) and value.tuple_value.same_as(params):
+                sources[var] = weight_names[value.index]
+            elif isinstance(value, relax.TupleGetItem) and value.tuple_value in sources:
+                sources[var] = sources[value.tuple_value]
+            elif isinstance(value, relax.Var) and value in sources:
+                sources[var] = sources[value]
+            elif isinstance(value, relax.Tuple):
+                tuples[var] = value
+            elif isinstance(value, relax.Call):
+                used = [sources[a] for a in _args(value) if a in sources]
+                sources[var] = f"{used[0] if used else 'weight'}.packed"
+    result = transform.body.body
+    fields = tuples.get(result, result).fields
+    return _unique([sources.get(f, "weight.packed") for f in fields])
+
+
+def _args(call: relax.Call) -> list:
+    args = []
+    for a in call.args:
+        args.extend(a.fields if isinstance(a, relax.Tuple) else [a])
+    return args
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        n = seen.get(name, 0)
+        seen[name] = n + 1
+        out.append(name if n == 0 else f"{name}{n}")
+    return out
