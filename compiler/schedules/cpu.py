@@ -33,6 +33,7 @@ from tvm.target import Target, codegen
 # Accumulators kept in registers: 16 vector registers on AVX2/NEON, a few left for operands.
 _MAX_ACCUMULATORS = 12
 _ROW_TILES = (7, 6, 5, 4, 3, 2)
+_VECTOR_WIDTHS = (4, 2, 1)  # vectors per register-tile row (3: LLVM splits <24 x float> badly)
 _STREAM_WIDTHS = (32, 25, 24, 20, 16, 8, 5, 4, 2, 1)
 
 
@@ -157,7 +158,7 @@ def _plan_tiles(sch, main, lanes: int):
     ]
     # The register tile with the most accumulators that fits (ties: wider vectors).
     best = None
-    for width in (2, 1):
+    for width in _VECTOR_WIDTHS:
         vec_tile = width * lanes
         if extents[vec] % vec_tile:
             continue
