@@ -44,9 +44,9 @@ def lowering_pipeline(
     target, schedules: list, options: CompileOptions | None = None, lifted=None
 ) -> Any:
     """Relax → VM code: fuse, apply `schedules` (tuning records first, default rules second),
-    take the weight repacking out (into `lifted`: passes/prepack.py), then TVM's lowering and
-    finalisation. Composed here instead of TVM's default pipeline so that the schedules sit
-    between fusion and lowering (passes/pipeline.py lists the steps)."""
+    take the weight repacking out (into `lifted`: passes/prepack_weights.py), then TVM's
+    lowering and finalisation. Composed here instead of TVM's default pipeline so that the
+    schedules sit between fusion and lowering (passes/pipeline.py lists the steps)."""
     import tvm
 
     from .passes.pipeline import lowering_steps, select
@@ -117,7 +117,7 @@ def build(
 
     from .passes.instruments import instruments_for
     from .passes.pipeline import check_options
-    from .passes.prepack import Lifted, repack
+    from .passes.prepack_weights import Lifted, repack
     from .schedules import default_schedules
 
     tvm_target = tvm.target.Target(target.target)

@@ -14,7 +14,7 @@ Lowering phases (`lowering_passes`, run inside tvm.compile by build.lowering_pip
              PrepackWeights (CPU: marks the kernels' weight parameters)
   schedules  the tuning database, then the default schedule rules
   prepack    PrepackWeights (CPU: weight layout copies out of the kernels, repacked at compile
-             time by the build; passes/prepack.py)
+             time by the build; passes/prepack_weights.py)
   lowering   TVM's dataflow-lowering and finalisation passes
 
 Each step has the lowest `--opt-level` that runs it (`OPT_LEVELS` says what each level adds),
@@ -36,7 +36,7 @@ from .extract_weights import ExtractWeights
 from .fast_math import FastMath
 from .fold_batch_norm import FoldBatchNorm
 from .keep_fp32 import KeepFP32
-from .prepack import AttachLayoutFree, Lifted, SplitAndLift
+from .prepack_weights import Lifted, PrepackWeights, mark_weights
 from .safe_indexing import SafeIndexing
 from .to_bfloat16 import ToBFloat16
 from .winograd import Winograd
@@ -125,7 +125,7 @@ def fusion_steps(target: tvm.target.Target) -> list[Step]:
         Step("fusion", t.FoldConstant(), 1),
         Step("fusion", t.FuseOps(), 3),
         Step("fusion", t.FuseTIR(), 3),
-        *([Step("fusion", AttachLayoutFree(), 2)] if cpu else []),
+        *([Step("fusion", mark_weights(), 2)] if cpu else []),
     ]
 
 
@@ -137,7 +137,7 @@ def lowering_steps(
     backend = _backend(target)
     gpu = target.kind.name == "cuda"  # GPU kernels cannot run unscheduled
     lower = backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
-    prepack = [] if gpu else [Step("prepack", SplitAndLift(lifted or Lifted()), 2)]
+    prepack = [] if gpu else [Step("prepack", PrepackWeights(lifted or Lifted()), 2)]
     return [
         *fusion_steps(target),
         *(Step("schedules", p, required=gpu) for p in schedules),

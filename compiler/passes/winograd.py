@@ -10,8 +10,8 @@ Applies to NHWC/HWIO float32 convs (the layout pass runs first) with constant we
 feature map has enough tiles to amortise the transforms (`MIN_TILES`): on tiny maps the 16
 transformed weight matrices (16/9 of the weights) are streamed for few tiles. While each GEMM
 task repacked its weight panel at run time, 14x14 maps were slower this way; with the weights
-prepacked at compile time (passes/prepack.py), ResNet-18 gains down to its 7x7 maps (whole model:
-27.1 -> 23.4 ms on 2 threads, against 25.0 ms for onnxruntime).
+prepacked at compile time (passes/prepack_weights.py), ResNet-18 gains down to its 7x7 maps
+(whole model: 27.1 -> 23.4 ms on 2 threads, against 25.0 ms for onnxruntime).
 """
 
 from __future__ import annotations

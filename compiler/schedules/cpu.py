@@ -285,7 +285,7 @@ def _pack_vector_operand(sch, main, task, tiles: tuple[int, int], vec_var) -> No
     """Give the operand read along the vector axis (a weight's [K, N] rows) the layout the
     register tile reads: [N / vec_tile, K, vec_tile], one contiguous stream per vector tile.
     A weight (a layout-free parameter) is repacked once, at compile time: the copy is marked
-    as a layout-rewrite block, which passes/prepack.py moves out of the kernel. Any other
+    as a layout-rewrite block, which passes/prepack_weights.py moves out of the kernel. Any other
     operand is copied by each task, for its own tile, as it starts."""
     lanes, vec_tile = tiles
     func = sch.mod["main"]

@@ -130,7 +130,7 @@ def _interleaved_profiles(builds, inputs, threads: int) -> list[dict[str, float]
     import tvm
     from tvm import relax
 
-    from ..passes.prepack import fused_name
+    from ..passes.prepack_weights import fused_name
 
     tvm.get_global_func("runtime.config_threadpool")(0, threads)
     dev = tvm.cpu()

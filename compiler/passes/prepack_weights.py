@@ -6,16 +6,16 @@ every call. Instead the kernel's schedule (schedules/cpu.py, or a tuning record,
 MetaSchedule's RewriteLayout) copies the weight into a packed layout in a block marked as a
 layout rewrite, and this pass takes that copy out of the model:
 
-- `AttachLayoutFree` (fusion phase) marks which kernel parameters are weights (TVM's
+- `mark_weights` (fusion phase) marks which kernel parameters are weights (TVM's
   AttachAttrLayoutFreeBuffers): only those may change layout.
-- `SplitAndLift` (after the schedules) moves each marked copy into a function of its own (TVM's
+- `PrepackWeights` (after the schedules) moves each marked copy into a function of its own (TVM's
   SplitLayoutRewritePreproc) and lifts the copies of weights out of `main` into
   `main_transform_params` (LiftTransformParams); copies of small inline constants are folded.
   The lifted function is handed to the build, which runs it once on the weights (`repack`):
   the bundle stores the packed weights and `main` takes them as they are. Nothing changes at
   run time but the layout, so the loader needs nothing new.
 
-Both steps are named PrepackWeights: `--disable-pass PrepackWeights` skips both, and the
+Both halves are named PrepackWeights: `--disable-pass PrepackWeights` skips both, and the
 kernels then pack their weight panels as they run.
 """
 
@@ -36,26 +36,36 @@ def fused_name(kernel: str) -> str:
     return kernel.removesuffix(_PREPACKED)
 
 
-def AttachLayoutFree() -> tvm.transform.Pass:
+def mark_weights() -> tvm.transform.Pass:
+    """The first half of PrepackWeights (fusion phase): mark which kernel parameters are
+    weights (TVM's AttachAttrLayoutFreeBuffers); only those may change layout."""
+
     @tvm.transform.module_pass(opt_level=0, name=NAME)
-    def attach(mod, _ctx):
+    def mark(mod, _ctx):
         if "main" not in mod or "num_input" not in (mod["main"].attrs or {}):
             return mod  # no weight parameters to mark
         return relax.transform.AttachAttrLayoutFreeBuffers()(mod)
 
-    return attach
+    return mark
 
 
 class Lifted:
-    """What SplitAndLift took out of the module: the weight transform, as a module of its own."""
+    """What PrepackWeights took out of the module: the weight transform, a module of its own."""
 
     def __init__(self):
         self.module: tvm.IRModule | None = None
 
 
-def SplitAndLift(lifted: Lifted) -> tvm.transform.Pass:
-    @tvm.transform.module_pass(opt_level=0, name=NAME)
-    def split(mod, _ctx):
+@tvm.transform.module_pass(opt_level=0, name=NAME)
+class PrepackWeights:
+    """The second half (after the schedules): each weight layout copy split out of its kernel,
+    those of weights lifted into `main_transform_params` (handed to `lifted`, for `repack`),
+    those of inline constants folded. `main` then takes the packed weights."""
+
+    def __init__(self, lifted: Lifted):
+        self.lifted = lifted
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         mod = _split_preproc(mod)
         if "num_input" in (mod["main"].attrs or {}):
             mod = relax.transform.LiftTransformParams()(mod)
@@ -65,10 +75,8 @@ def SplitAndLift(lifted: Lifted) -> tvm.transform.Pass:
         transform = mod[TRANSFORM]
         if transform.body.body.same_as(transform.params[0]):  # nothing to repack
             return _without(mod, TRANSFORM)
-        lifted.module = relax.transform.DeadCodeElimination([TRANSFORM])(mod)
+        self.lifted.module = relax.transform.DeadCodeElimination([TRANSFORM])(mod)
         return relax.transform.DeadCodeElimination(["main"])(_without(mod, TRANSFORM))
-
-    return split
 
 
 def _split_preproc(mod: tvm.IRModule) -> tvm.IRModule:

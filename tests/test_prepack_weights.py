@@ -1,4 +1,4 @@
-"""PrepackWeights (passes/prepack.py): the CPU kernels' weights are repacked at compile time
+"""PrepackWeights (passes/prepack_weights.py): the CPU kernels' weights are repacked at compile time
 into the layout the kernels read, and the bundle stores them that way."""
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ def test_conv_weights_are_stored_packed_and_results_match(tmp_path):
             h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
             h.make_node("Relu", ["c"], ["y"]),
         ],
-        [vi("x", [1, 8, 14, 14])],
-        [vi("y", [1, 64, 14, 14])],
+        [vi("x", [1, 8, 6, 6])],  # (too small a map for Winograd)
+        [vi("y", [1, 64, 6, 6])],
         [const("w", w)],
     )
-    packed, unpacked = _run_both(tmp_path, model, {"x": rand(1, 8, 14, 14)})
+    packed, unpacked = _run_both(tmp_path, model, {"x": rand(1, 8, 6, 6)})
     (shape,) = [s for n, s in packed.items() if n.endswith(".packed")]
     assert len(shape) == 5 and shape[0] * shape[-1] == 64 and shape[1:4] == (3, 3, 8)
     assert list(unpacked.values()) == [(3, 3, 8, 64)]  # HWIO after ConvertLayout, as it was
@@ -124,3 +124,36 @@ def test_gemm_transposed_weight_model_matches(tmp_path):
     )
     packed, _ = _run_both(tmp_path, model, {"x": rand(12, 64)})
     assert any(n.endswith(".packed") for n in packed)
+
+
+def test_the_pass_gives_main_the_packed_weight_and_hands_over_the_transform():
+    """Before: main(x, w) calls a matmul kernel whose default schedule packs w. Expected: main
+    takes w packed as [N / tile, K, tile]; the lifted transform computes exactly that from w."""
+    from tvm import relax, topi
+    from tvm.script import relax as R
+
+    from compiler.build import Weight
+    from compiler.passes.prepack_weights import Lifted, PrepackWeights, mark_weights, repack
+    from compiler.schedules import default_schedules
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((12, 64), "float32"))
+    w = relax.Var("w", R.Tensor((64, 256), "float32"))
+    with bb.function("main", [x, w], attrs={"num_input": 1}):
+        with bb.dataflow():
+            y = bb.emit_output(bb.emit_te(topi.matmul, x, w))
+        bb.emit_func_output(y)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
+    lifted = Lifted()
+    with target:
+        mod = mark_weights()(bb.get())
+        mod = PrepackWeights(lifted)(default_schedules(target)(mod))
+    _, packed_param = mod["main"].params
+    shape = [int(d) for d in packed_param.ty.shape]
+    assert shape[1] == 64 and shape[0] * shape[2] == 256 and shape[2] % 8 == 0
+    weight = rand(64, 256)
+    (packed,) = repack(lifted, (Weight("w", weight),))
+    tile = shape[2]
+    expected = weight.reshape(64, 256 // tile, tile).transpose(1, 0, 2)
+    assert packed.name == "w.packed"
+    np.testing.assert_array_equal(packed.array, expected)
