@@ -235,15 +235,7 @@ def _tile(sch, main, plan, epilogue, cores: int) -> list:
         inner = list(sch.split(vec_inner, factors=[None, lanes]))
     parallel, serial = _parallel_prefix(sch, outer, cores)
 
-    leftover = _fuse_epilogue(sch, main, epilogue)
-    write_back = sch.cache_write(main.block_rv, 0, "local")
-    if epilogue and not leftover:
-        try:
-            sch.reverse_compute_inline(epilogue[-1].block_rv)
-        except s_tir.ScheduleError:
-            leftover.append(epilogue[-1])
-    elif epilogue:
-        leftover.append(epilogue[-1])
+    write_back, leftover = write_back_with_epilogue(sch, main, epilogue)
     task = sch.fuse(*parallel) if len(parallel) > 1 else parallel[0]
     sch.reverse_compute_at(write_back, serial[-1] if serial else task)
     if row is not None and serial:
@@ -266,6 +258,21 @@ def _parallel_prefix(sch, outer: list, cores: int) -> tuple[list, list]:
         tasks *= _extent(sch, outer[n]) or 4 * cores  # symbolic (batch): assume enough
         n += 1
     return outer[:n], outer[n:]
+
+
+def write_back_with_epilogue(sch, main, epilogue) -> tuple:
+    """(write-back block, leftover blocks): `main`'s result is accumulated in a local buffer
+    whose write-back applies the epilogue (bias, activation), if it can be fused into one."""
+    leftover = _fuse_epilogue(sch, main, epilogue)
+    write_back = sch.cache_write(main.block_rv, 0, "local")
+    if epilogue and not leftover:
+        try:
+            sch.reverse_compute_inline(epilogue[-1].block_rv)
+        except s_tir.ScheduleError:
+            leftover.append(epilogue[-1])
+    elif epilogue:
+        leftover.append(epilogue[-1])
+    return write_back, leftover
 
 
 def _fuse_epilogue(sch, main, epilogue) -> list:

@@ -24,13 +24,13 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from .cpu import (
     _fits,
-    _fuse_epilogue,
     _int,
     _spatial,
     _vars_in,
     _vector_tile,
     schedule_injective,
     vector_lanes,
+    write_back_with_epilogue,
 )
 
 # Columns per register tile, most preferred first (7 measured slightly ahead of 8 on 56 and 112
@@ -130,15 +130,7 @@ def _schedule_window(sch, main, epilogue, plan, lanes: int) -> list:
     channel_outer, channel_inner = sch.split(channel, factors=[None, vector])
     sch.reorder(*outer, column_outer, channel_outer, *window, column_inner, channel_inner)
 
-    leftover = _fuse_epilogue(sch, main, epilogue)
-    write_back = sch.cache_write(main.block_rv, 0, "local")
-    if epilogue and not leftover:
-        try:
-            sch.reverse_compute_inline(epilogue[-1].block_rv)
-        except s_tir.ScheduleError:
-            leftover.append(epilogue[-1])
-    elif epilogue:
-        leftover.append(epilogue[-1])
+    write_back, leftover = write_back_with_epilogue(sch, main, epilogue)
     sch.reverse_compute_at(write_back, channel_outer)
 
     rows = outer or [column_outer]  # a 1-D window (N=1, W, C) has no row loop left
