@@ -21,7 +21,6 @@ kernels then pack their weight panels as they run.
 
 from __future__ import annotations
 
-import numpy as np
 import tvm
 from tvm import relax
 
@@ -113,26 +112,30 @@ def _without(mod: tvm.IRModule, name: str) -> tvm.IRModule:
 
 def repack(lifted: Lifted, weights: tuple) -> tuple:
     """Run the lifted transform (built for this host) on `weights` (build.Weight): the weights
-    `main` now takes, in its parameter order. A weight passed through keeps its name; a packed
-    one is named after its source."""
+    `main` now takes, in its parameter order. A weight passed through is the same Weight; a
+    packed one is named after its source."""
     from tvm.relax import VirtualMachine
 
     from ..build import Weight
 
     mod = lifted.module
-    names = _output_names(mod[TRANSFORM], [w.name for w in weights])
+    outputs = _outputs(mod[TRANSFORM])
     host = tvm.target.Target({"kind": "llvm"})
     with host:
         executable = tvm.compile(mod, target=host)
     vm = VirtualMachine(executable, tvm.cpu())
-    outputs = vm[TRANSFORM]([_tensor(w) for w in weights])
-    if len(names) != len(outputs):
-        raise RuntimeError(f"weight transform: {len(outputs)} outputs, {len(names)} named")
-    packed = []
-    for name, out in zip(names, outputs):
+    results = vm[TRANSFORM]([_tensor(w) for w in weights])
+    if len(outputs) != len(results):
+        raise RuntimeError(f"weight transform: {len(results)} outputs, {len(outputs)} expected")
+    packed, names = [], {w.name for w in weights}
+    for (source, computed), out in zip(outputs, results):
+        if not computed:
+            packed.append(weights[source])
+            continue
+        name = _unique(f"{weights[source].name}.packed" if source is not None else "packed", names)
         dtype = str(out.dtype)
-        bits = _view(out, "uint16") if dtype == "bfloat16" else out
-        packed.append(Weight(name, np.array(bits.numpy()), dtype if dtype == "bfloat16" else ""))
+        array = (_view(out, "uint16") if dtype == "bfloat16" else out).numpy()
+        packed.append(Weight(name, array, dtype if dtype == "bfloat16" else ""))
     return tuple(packed)
 
 
@@ -148,29 +151,28 @@ def _view(tensor, dtype: str):
     return view(tensor, tuple(tensor.shape), tvm_ffi.dtype(dtype), 0)
 
 
-def _output_names(transform: relax.Function, weight_names: list[str]) -> list[str]:
-    """Output i of the transform: the name of the weight it passes through, or
-    '<weight>.packed' for a copy computed from one."""
+def _outputs(transform: relax.Function) -> list[tuple[int | None, bool]]:
+    """Per output of the transform: (index of the weight it comes from, whether it is computed
+    from it rather than that weight passed through)."""
     (params,) = transform.params
-    sources: dict[relax.Var, str] = {}
+    sources: dict[relax.Var, tuple[int | None, bool]] = {}
     tuples: dict[relax.Var, relax.Tuple] = {}
     for block in transform.body.blocks:
         for binding in block.bindings:
             var, value = binding.var, binding.value
             if isinstance(value, relax.TupleGetItem) and value.tuple_value.same_as(params):
-                sources[var] = weight_names[value.index]
-            elif isinstance(value, relax.TupleGetItem) and value.tuple_value in sources:
-                sources[var] = sources[value.tuple_value]
-            elif isinstance(value, relax.Var) and value in sources:
-                sources[var] = sources[value]
-            elif isinstance(value, relax.Tuple):
+                sources[var] = (value.index, False)
+            elif isinstance(value, relax.TupleGetItem | relax.Var):
+                inner = value.tuple_value if isinstance(value, relax.TupleGetItem) else value
+                if inner in sources:
+                    sources[var] = sources[inner]
+            if isinstance(value, relax.Tuple):
                 tuples[var] = value
             elif isinstance(value, relax.Call):
-                used = [sources[a] for a in _args(value) if a in sources]
-                sources[var] = f"{used[0] if used else 'weight'}.packed"
+                used = [sources[a][0] for a in _args(value) if a in sources]
+                sources[var] = (used[0] if used else None, True)
     result = transform.body.body
-    fields = tuples.get(result, result).fields
-    return _unique([sources.get(f, "weight.packed") for f in fields])
+    return [sources.get(f, (None, True)) for f in tuples.get(result, result).fields]
 
 
 def _args(call: relax.Call) -> list:
@@ -180,11 +182,11 @@ def _args(call: relax.Call) -> list:
     return args
 
 
-def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        n = seen.get(name, 0)
-        seen[name] = n + 1
-        out.append(name if n == 0 else f"{name}{n}")
-    return out
+def _unique(name: str, taken: set) -> str:
+    """`name`, or `name` with a number, not yet in `taken` (which it joins)."""
+    unique, n = name, 0
+    while unique in taken:
+        n += 1
+        unique = f"{name}{n}"
+    taken.add(unique)
+    return unique

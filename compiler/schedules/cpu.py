@@ -4,9 +4,11 @@ TVM's dlight has CPU rules only for GEMV and reductions; unscheduled TIR runs on
 scalar code. These rules cover the rest:
 
 - `TiledReduction`: any kernel with one multiply-accumulate style reduction (matmul, dense,
-  batch-matmul, conv, depthwise conv, pooling). A register tile of `rows x vector` accumulators
-  with the reduction loops outside it, the vector axis on the output's contiguous dimension,
-  the epilogue (bias, activation) fused into the write-back, the outer tiles in parallel.
+  batch-matmul, conv). A register tile of `rows x vector` accumulators with the reduction loops
+  outside it, the vector axis on the output's contiguous dimension, the epilogue (bias,
+  activation) fused into the write-back, the outer tiles in parallel; a weight read along the
+  vector axis is packed into panels (at compile time: passes/prepack_weights.py).
+  Depthwise convs and pooling windows go to `DepthwiseConv` (cpu_depthwise.py) first.
 - `Injective`: elementwise, broadcast and layout kernels: inlined into one loop nest,
   vectorised and parallel.
 - `WinogradTransform`: the input/output transforms of passes/winograd.py: tile positions

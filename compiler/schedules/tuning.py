@@ -153,9 +153,9 @@ def _plan(fused, tvm_target, contents: LogContents, budget: int) -> list[TaskSta
     """Tasks by estimated share, with their trial targets and what the database already has."""
     from tvm.s_tir import meta_schedule as ms
 
-    tasks = []
     from ._ms_support import workload_hash
 
+    tasks = []
     for extracted in ms.relax_integration.extract_tasks(fused, tvm_target):
         func = extracted.dispatched[0]
         workload = workload_hash(func)
