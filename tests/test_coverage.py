@@ -52,6 +52,21 @@ def test_gru_linear_before_reset_with_initial_state(tmp_path):
     check(tmp_path, model, {"x": rand(t, b, i), "h0": rand(1, b, h)})
 
 
+@pytest.mark.slow
+def test_rnn_activations_with_alphas_and_betas(tmp_path):
+    """Non-default activations per direction; Elu takes the first alpha, Affine the second
+    alpha and the first beta (they are consumed in order by the functions that take one)."""
+    t, b, i, h = 3, 2, 4, 3
+    node = helper.make_node(
+        "RNN", ["x", "w", "r"], ["y", "y_h"], hidden_size=h, direction="bidirectional",
+        activations=["Elu", "Affine"], activation_alpha=[0.7, 0.5], activation_beta=[0.2],
+    )  # fmt: skip
+    inits = [const("w", rand(2, h, i)), const("r", rand(2, h, h))]
+    outs = [vi("y", [t, 2, b, h]), vi("y_h", [2, b, h])]
+    model = make_model([node], [vi("x", [t, b, i])], outs, inits, opset=14)
+    check(tmp_path, model, {"x": rand(t, b, i)})
+
+
 def test_if_both_branches(tmp_path):
     then = helper.make_graph(
         [helper.make_node("Add", ["x", "one"], ["t"])], "then", [], [vi("t", [2, 3])]

@@ -16,10 +16,13 @@ from .math_ops import elu
 from .static import static_dim
 
 op = relax.op
+_TAKES_ALPHA = {"affine", "leakyrelu", "thresholdedrelu", "scaledtanh", "hardsigmoid", "elu"}
+_TAKES_BETA = {"affine", "scaledtanh", "hardsigmoid"}
 
 
-def _activation(name: str, alpha: float | None, beta: float | None):
-    """ONNX's recurrent activation functions, as functions of a Relax expression."""
+def _activation(bb, name: str, alpha: float | None, beta: float | None):
+    """ONNX's recurrent activation functions, as functions of a Relax expression (normalised
+    first: the constants take its dtype, which an unnormalised call does not know yet)."""
 
     def c(value, like):
         return relax.const(value, like.ty.dtype)
@@ -49,11 +52,11 @@ def _activation(name: str, alpha: float | None, beta: float | None):
     key = name.lower()
     if key not in table:
         raise ModelError(f"recurrent activation {name!r} is not supported")
-    return table[key]
+    return lambda x: table[key](bb.normalize(x))
 
 
 class _Recurrent(OnnxOpConverter):
-    """Shared unrolling; subclasses give the gate count, defaults and one step."""
+    """Shared unrolling; subclasses give the default activations and one step."""
 
     default_activations: tuple[str, ...] = ()
     op_name = ""
@@ -69,7 +72,7 @@ class _Recurrent(OnnxOpConverter):
         hidden = int(attr["hidden_size"])
         direction = text_attr(attr, "direction", "forward")
         dirs = 2 if direction == "bidirectional" else 1
-        acts = cls._activations(attr, dirs)
+        acts = cls._activations(bb, attr, dirs)
         outputs_y, outputs_state = [], [[] for _ in range(cls.state_count())]
         for d in range(dirs):
             reverse = direction == "reverse" or d == 1
@@ -106,16 +109,17 @@ class _Recurrent(OnnxOpConverter):
         return 1
 
     @classmethod
-    def _activations(cls, attr, dirs: int):
+    def _activations(cls, bb, attr, dirs: int):
         names = [n.decode() for n in attr.get("activations", ())]
         names = names or list(cls.default_activations) * dirs
-        alphas = list(attr.get("activation_alpha", ()))
-        betas = list(attr.get("activation_beta", ()))
+        # alphas and betas are consumed in order by the functions that take one
+        alphas = iter(attr.get("activation_alpha", ()))
+        betas = iter(attr.get("activation_beta", ()))
         funcs = []
-        for i, name in enumerate(names):
-            alpha = alphas[i] if i < len(alphas) else None
-            beta = betas[i] if i < len(betas) else None
-            funcs.append(_activation(name, alpha, beta))
+        for name in names:
+            alpha = next(alphas, None) if name.lower() in _TAKES_ALPHA else None
+            beta = next(betas, None) if name.lower() in _TAKES_BETA else None
+            funcs.append(_activation(bb, name, alpha, beta))
         per = len(cls.default_activations)
         return [funcs[d * per : (d + 1) * per] for d in range(dirs)]
 
