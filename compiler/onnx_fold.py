@@ -224,10 +224,7 @@ def _remove_dead_nodes(graph) -> None:
     while True:
         used = {o.name for o in graph.output}
         for node in graph.node:
-            used.update(node.input)
-            for attr in node.attribute:
-                for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                    used.update(_outer_names(sub))
+            used |= node_reads(node)
         keep = [n for n in graph.node if any(o in used for o in n.output if o)]
         if len(keep) == len(graph.node):
             return
@@ -235,15 +232,15 @@ def _remove_dead_nodes(graph) -> None:
         graph.node.extend(keep)
 
 
-def _outer_names(graph) -> set[str]:
-    """Every name a subgraph reads (it may read outer-scope values implicitly)."""
-    names = set()
-    for node in graph.node:
-        names.update(node.input)
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                names.update(_outer_names(sub))
-    names.update(o.name for o in graph.output)
+def node_reads(node) -> set[str]:
+    """Every name a node reads: its inputs, and whatever its subgraphs (If branches, Loop
+    bodies) read, since they may read outer-scope values implicitly."""
+    names = set(node.input)
+    for attr in node.attribute:
+        for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+            names.update(o.name for o in sub.output)
+            for inner in sub.node:
+                names |= node_reads(inner)
     return names
 
 

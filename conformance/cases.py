@@ -158,7 +158,7 @@ def main_op(case: Case, model) -> str:
 def bindable_inputs(model) -> list[str]:
     """The tensor graph inputs whose values reach a SHAPE_POSITIONS position, directly or
     through _SHAPE_ARITHMETIC (one backward walk: nodes are in topological order)."""
-    from compiler.onnx_fold import _outer_names
+    from compiler.onnx_fold import node_reads
 
     shape_values = set()
     for node in reversed(model.graph.node):
@@ -166,10 +166,7 @@ def bindable_inputs(model) -> list[str]:
             node.input[i] for i in SHAPE_POSITIONS.get(node.op_type, ()) if i < len(node.input)
         )
         if node.op_type in _SHAPE_ARITHMETIC and shape_values.intersection(node.output):
-            shape_values.update(node.input)
-            for attr in node.attribute:  # an If's branches read outer values by name
-                for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                    shape_values.update(_outer_names(sub))
+            shape_values |= node_reads(node)  # an If's: what its branches read too
     return sorted(
         vi.name
         for vi in model.graph.input
