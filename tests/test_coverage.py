@@ -293,6 +293,14 @@ def test_read_only_inputs(tmp_path):
     check(tmp_path, model, {"x": x})
 
 
+def _conformance_run(*args) -> None:
+    """python -m conformance.run ARGS over the cached node test data; it must succeed."""
+    command = [sys.executable, "-m", "conformance.run", *args]
+    command += ["--data", ROOT / "build" / "conformance-data"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_conformance_runner_categorises(tmp_path):
     """Runs known node test cases through the runner: a pass, a pass with bound inputs, and two
     of mlc's clear 'unsupported' errors."""
@@ -304,12 +312,7 @@ def test_conformance_runner_categorises(tmp_path):
     }
     pattern = ",".join(cases)
     out = tmp_path / "report"
-    result = subprocess.run(
-        [sys.executable, "-m", "conformance.run", "--filter", pattern, "--out", out,
-         "--data", ROOT / "build" / "conformance-data"],
-        capture_output=True, text=True, cwd=ROOT, timeout=900,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
+    _conformance_run("--filter", pattern, "--out", out)
     data = json.loads((out / "results.json").read_text())
     for name, (status, bound) in cases.items():
         got = data["cases"][name]["mlc"]
@@ -331,12 +334,7 @@ def test_conformance_update_reruns_what_failed_and_keeps_the_passes(tmp_path):
     }
     report = tmp_path / "results.json"
     report.write_text(json.dumps(earlier))
-    result = subprocess.run(
-        [sys.executable, "-m", "conformance.run", "--filter", "test_abs,test_neg",
-         "--failed-in", report, "--update", "--data", ROOT / "build" / "conformance-data"],
-        capture_output=True, text=True, cwd=ROOT, timeout=900,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
+    _conformance_run("--filter", "test_abs,test_neg", "--failed-in", report, "--update")
     data = json.loads(report.read_text())
     assert data["cases"]["test_abs"]["mlc"] == {"status": "pass", "op": "Abs"}  # not re-run
     assert data["cases"]["test_neg"]["mlc"]["status"] == "pass"
