@@ -108,22 +108,20 @@ def _upgrade_opset(model):
 
 
 def _keep_resize10_semantics(original, converted) -> None:
-    """Upsample and Resize-10 sample asymmetrically, nearest rounding down when upsampling and
-    up when downsampling (as onnxruntime runs them); the converter's Resize-11 drops that
-    for Resize-11's defaults (half_pixel, round_prefer_floor), so it is written back."""
-    from onnx import helper, numpy_helper
+    """Upsample and Resize-10 sample asymmetrically, nearest rounding down on the axes it
+    upsamples and up on those it downsamples (as onnxruntime runs them); the converter's
+    Resize-11 drops that for Resize-11's defaults (half_pixel, round_prefer_floor), so it is
+    written back. That rounding has no ONNX name: "simple" is mlc's, read by converters/resize."""
+    from onnx import helper
 
     old = {n.output[0] for n in original.graph.node if n.op_type in ("Upsample", "Resize")}
-    consts = {t.name: t for t in converted.graph.initializer}
     for node in converted.graph.node:
         if node.op_type != "Resize" or node.output[0] not in old:
             continue
         if any(a.name == "coordinate_transformation_mode" for a in node.attribute):
             continue
         node.attribute.append(helper.make_attribute("coordinate_transformation_mode", "asymmetric"))
-        scales = consts.get(node.input[2]) if len(node.input) > 2 else None
-        shrinks = scales is not None and bool((numpy_helper.to_array(scales) < 1).any())
-        node.attribute.append(helper.make_attribute("nearest_mode", "ceil" if shrinks else "floor"))
+        node.attribute.append(helper.make_attribute("nearest_mode", "simple"))
 
 
 # numpy has no DLPack export for these (ml_dtypes), so no loader can pass them in or out.

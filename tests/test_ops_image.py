@@ -167,18 +167,20 @@ def test_constant_if_is_inlined_and_scalar_unsqueeze_axes(tmp_path):
 
 def test_resize10_and_upsample_keep_their_semantics_through_the_opset_upgrade(tmp_path):
     """onnx's version converter turns them into Resize-11 with half_pixel sampling; mlc keeps
-    the asymmetric sampling and the rounding onnxruntime uses."""
+    the asymmetric sampling and the rounding onnxruntime uses (nearest: up on an axis it
+    downsamples, down on one it upsamples)."""
     nodes = [
         helper.make_node("Resize", ["x", "down"], ["a"], mode="nearest"),
         helper.make_node("Resize", ["x", "up"], ["b"], mode="linear"),
+        helper.make_node("Resize", ["x", "mixed"], ["c"], mode="nearest"),
     ]
     inits = [
         const("down", np.array([1, 1, 0.6, 0.75], np.float32)),
         const("up", np.array([1, 1, 2.5, 1.7], np.float32)),
+        const("mixed", np.array([1, 1, 0.6, 1.7], np.float32)),
     ]
-    model = make_model(
-        nodes, [vi("x", [1, 2, 7, 9])], [rank_vi("a", 4), rank_vi("b", 4)], inits, opset=10
-    )
+    outs = [rank_vi("a", 4), rank_vi("b", 4), rank_vi("c", 4)]
+    model = make_model(nodes, [vi("x", [1, 2, 7, 9])], outs, inits, opset=10)
     check(tmp_path, model, {"x": rand(1, 2, 7, 9)})
 
 
