@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from tvm import te, tirx, topi
+from tvm import s_tir, te, tirx, topi
 
 from compiler.schedules import cpu
 from compiler.schedules.default import default_schedules
@@ -69,6 +69,47 @@ def test_gemv_streams_without_rows():
     func = _schedule(cpu.TiledReduction(), _func([X, W], topi.matmul(X, W)))
     assert {"parallel", "vectorized"} <= _loop_kinds(func)
     np.testing.assert_allclose(_run(func, [x, w], (1, 200)), x @ w, rtol=1e-4, atol=1e-4)
+
+
+def _vector_stores(func: tirx.PrimFunc, name: str) -> list[int]:
+    """Extents of the vectorised loops around the blocks that write the buffer `name`."""
+    sch = s_tir.Schedule(func)
+    extents = []
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        if any(w.source.name == name for w in sch.get(block).writes):
+            for loop in sch.get_loops(block):
+                if sch.get(loop).kind == tirx.ForKind.VECTORIZED:
+                    extents.append(int(sch.get(loop).extent))
+    return extents
+
+
+def test_tile_narrower_than_a_vector_writes_only_its_own_columns():
+    """A GEMV over 10 columns gets tiles of 5 (8 lanes do not divide 10). The write-back must
+    cover those 5 columns, not a padded vector of 8: that wrote the next task's columns with
+    accumulators this task never computed, a race that gave wrong results on 2+ threads."""
+    x, w = _random(1, 128), _random(128, 10)
+    X = te.placeholder(x.shape, name="X")
+    W = te.placeholder(w.shape, name="W")
+    out = topi.matmul(X, W)
+    func = _schedule(cpu.TiledReduction(), _func([X, W], out))
+    extents = _vector_stores(func, out.op.name)
+    assert extents and all(10 % e == 0 for e in extents), extents
+    np.testing.assert_allclose(_run(func, [x, w], (1, 10)), x @ w, rtol=1e-4, atol=1e-4)
+
+
+def test_rows_of_three_vectors_are_unrolled_vectors():
+    """24 output channels on 8 lanes: a 4 x 24 register tile (12 accumulators), each row as
+    3 unrolled 8-lane vectors (one <24 x float> makes LLVM shuffle)."""
+    a, b, bias = _random(64, 96), _random(96, 24), _random(24)
+    A = te.placeholder(a.shape, name="A")
+    B = te.placeholder(b.shape, name="B")
+    C = te.placeholder(bias.shape, name="C")
+    out = topi.nn.relu(topi.add(topi.matmul(A, B), C))
+    func = _schedule(cpu.TiledReduction(), _func([A, B, C], out))
+    assert set(_vector_stores(func, out.op.name)) == {8}
+    assert "T.unroll(3)" in func.script()  # the 3 vectors of a row
+    got = _run(func, [a, b, bias], (64, 24))
+    np.testing.assert_allclose(got, np.maximum(a @ b + bias, 0), rtol=1e-4, atol=1e-4)
 
 
 def test_batch_matmul_with_transposed_operand():

@@ -35,7 +35,7 @@ from tvm.target import Target, codegen
 # Accumulators kept in registers: 16 vector registers on AVX2/NEON, a few left for operands.
 _MAX_ACCUMULATORS = 12
 _ROW_TILES = (7, 6, 5, 4, 3, 2)
-_VECTOR_WIDTHS = (4, 2, 1)  # vectors per register-tile row (3: LLVM splits <24 x float> badly)
+_VECTOR_WIDTHS = (4, 3, 2, 1)  # vectors per register-tile row
 _STREAM_WIDTHS = (32, 25, 24, 20, 16, 8, 5, 4, 2, 1)
 
 
@@ -237,8 +237,11 @@ def _tile(sch, main, plan, epilogue, cores: int) -> list:
     outer = [vec_outer, *outer] + ([row_outer] if row is not None else [])
     inner = ([row_inner] if row is not None else []) + [vec_inner]
     sch.reorder(*outer, *reduce, *inner)
-    if row is None and vec_tile > 2 * lanes:
-        inner = list(sch.split(vec_inner, factors=[None, lanes]))
+    if vec_tile % lanes == 0 and (
+        (row is None and vec_tile > 2 * lanes) or not _power_of_two(vec_tile // lanes)
+    ):
+        # (A row of 3 vectors as one <24 x float> makes LLVM shuffle: as 3 unrolled vectors.)
+        inner = inner[:-1] + list(sch.split(vec_inner, factors=[None, lanes]))
     parallel, serial = _parallel_prefix(sch, outer, cores)
 
     write_back, leftover = write_back_with_epilogue(sch, main, epilogue)
@@ -248,12 +251,25 @@ def _tile(sch, main, plan, epilogue, cores: int) -> list:
         _pack_vector_operand(sch, main, task, (lanes, vec_tile), main.iters[vec].var)
     sch.parallel(task)
     sch.vectorize(inner[-1])
-    if row is not None:
-        sch.unroll(inner[0])
+    for loop in inner[:-1] if row is not None else []:
+        sch.unroll(loop)  # the rows, and the vectors of a 3-vector row
     init = sch.decompose_reduction(main.block_rv, reduce[0])
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.vectorize(sch.get_loops(write_back)[-1])
+    _vectorise_lanes(sch, sch.get_loops(init)[-1], lanes)
+    _vectorise_lanes(sch, sch.get_loops(write_back)[-1], lanes)
     return leftover
+
+
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def _vectorise_lanes(sch, loop, lanes: int) -> None:
+    """Vectorise `loop`; one of 3 (or 5, ...) vectors' length as that many unrolled vectors."""
+    extent = _extent(sch, loop)
+    if extent and extent % lanes == 0 and not _power_of_two(extent // lanes):
+        outer, loop = sch.split(loop, factors=[None, lanes])
+        sch.unroll(outer)
+    sch.vectorize(loop)
 
 
 def _parallel_prefix(sch, outer: list, cores: int) -> tuple[list, list]:
