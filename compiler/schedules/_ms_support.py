@@ -169,7 +169,9 @@ def baseline_entries(task, target, builder, runner, with_workload: bool):
     sch = default_schedule(mod["main"], target)
     if sch is None:
         return []
-    args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+    # The builder drops a weight-packing block and takes the weight packed, as it does for
+    # a candidate with RewriteLayout: the arguments are those of the packed kernel.
+    args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
     built = builder.build([ms.builder.BuilderInput(sch.mod, target)])[0]
     if built.error_msg:
         ran = ms.runner.RunnerResult(None, built.error_msg)
@@ -186,9 +188,11 @@ def baseline_entries(task, target, builder, runner, with_workload: bool):
 
 
 def memory_database(contents: LogContents, top_k: int):
-    """MetaSchedule's in-memory database holding the `top_k` fastest records per workload
-    (the tuner's warm start)."""
-    return _database(contents, lambda digest: _fastest(contents, digest, top_k))
+    """MetaSchedule's in-memory database holding the `top_k` fastest tuned records per
+    workload (the tuner's warm start). Not the baselines: a default schedule has no sampling
+    decisions for the search to mutate, and one that packs a weight cannot take MetaSchedule's
+    own RewriteLayout on top."""
+    return _database(contents, lambda digest: _fastest(contents, digest, top_k, tuned_only=True))
 
 
 def compile_database(contents: LogContents, judged: bool = True):
@@ -198,8 +202,12 @@ def compile_database(contents: LogContents, judged: bool = True):
     return _database(contents, lambda digest: [r for r in [pick(digest)] if r is not None])
 
 
-def _fastest(contents: LogContents, digest: str, top_k: int) -> list[dict]:
-    valid = [r for r in contents.records_of(digest) if r.get("mean_s") is not None]
+def _fastest(contents: LogContents, digest: str, top_k: int, tuned_only=False) -> list[dict]:
+    valid = [
+        r
+        for r in contents.records_of(digest)
+        if r.get("mean_s") is not None and not (tuned_only and r.get("baseline"))
+    ]
     return sorted(valid, key=lambda r: r["mean_s"])[:top_k]
 
 

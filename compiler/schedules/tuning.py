@@ -269,8 +269,6 @@ class _Session:
     def _baseline(self, task: TaskState) -> bool:
         """Measure the default schedule once per kernel (see baseline_entries); returns
         whether the first tuned batch must still write the workload line."""
-        from tvm.s_tir import meta_schedule as ms
-
         from ._ms_support import baseline_entries
 
         if task.trials or task.baseline_done:
@@ -281,12 +279,8 @@ class _Session:
             return True
         self.log.append(entries)
         record = entries[-1]
-        if record.get("mean_s") is not None:
+        if record.get("mean_s") is not None:  # (not a seed for the search: memory_database)
             task.best_s = min(record["mean_s"], task.best_s or record["mean_s"])
-            workload = self.database.commit_workload(task.extracted.dispatched[0])
-            self.database.commit_tuning_record(
-                ms.database.TuningRecord.from_json(record["record"], workload)
-            )
         return False
 
     def _on_batch(self, task: TaskState, goal: int, deadline: float, report, first_batch=True):
