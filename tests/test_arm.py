@@ -142,7 +142,9 @@ def test_runs_under_qemu_and_matches_onnxruntime(arm_bundles, model_dir, preset,
     3 threads (a kernel whose parallel tasks overlap gives wrong results only then)."""
     bundle = arm_bundles(model, preset)
     args = ["--dim", "N=2"] if model == "convnet" else []
-    r = mlc("run", bundle, "--check", model_dir / f"{model}.onnx", "--json", "--threads", "3", *args)
+    r = mlc(
+        "run", bundle, "--check", model_dir / f"{model}.onnx", "--json", "--threads", "3", *args
+    )
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["check"]["ok"] is True
 

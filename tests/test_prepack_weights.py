@@ -55,6 +55,23 @@ def test_conv_weights_are_stored_packed_and_results_match(tmp_path):
     assert list(unpacked.values()) == [(3, 3, 8, 64)]  # HWIO after ConvertLayout, as it was
 
 
+def test_gemv_weights_are_packed_into_register_tile_streams(tmp_path):
+    """Batch 1 (no rows to reuse a weight vector for): each task streams its own packed
+    [K, tile] panel into register accumulators: [1024, 1000] becomes [1000 / tile, 1024, tile]
+    with a tile of a few vectors (5 x 8 = 40 lanes on AVX2)."""
+    w = rand(1024, 1000) * 0.05
+    model = make_model(
+        [h.make_node("MatMul", ["x", "w"], ["m"]), h.make_node("Relu", ["m"], ["y"])],
+        [vi("x", [1, 1024])],
+        [vi("y", [1, 1000])],
+        [const("w", w)],
+    )
+    packed, unpacked = _run_both(tmp_path, model, {"x": rand(1, 1024)})
+    (shape,) = packed.values()
+    assert shape[1] == 1024 and shape[0] * shape[2] == 1000 and shape[2] <= 64, shape
+    assert list(unpacked.values()) == [(1024, 1000)]
+
+
 def test_a_weight_also_used_as_data_is_kept_and_packed(tmp_path):
     """W feeds a matmul (packed copy) and an elementwise op (its own layout): both stored."""
     w = rand(64, 256) * 0.1
