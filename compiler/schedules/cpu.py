@@ -8,7 +8,8 @@ scalar code. These rules cover the rest:
   outside it, the vector axis on the output's contiguous dimension, the epilogue (bias,
   activation) fused into the write-back, the outer tiles in parallel; a weight read along the
   vector axis is packed into panels (at compile time: passes/prepack_weights.py).
-  Depthwise convs and pooling windows go to `DepthwiseConv` (cpu_depthwise.py) first.
+  Depthwise convs and pooling windows go to `DepthwiseConv` (cpu_depthwise.py) first, softmax
+  and normalisations to `RowReduction` (cpu_row_reduction.py).
 - `Injective`: elementwise, broadcast and layout kernels: inlined into one loop nest,
   vectorised and parallel.
 - `WinogradTransform`: the input/output transforms of passes/winograd.py: tile positions

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tvm
 from tvm.s_tir import dlight
 
-from . import cpu, cpu_depthwise
+from . import cpu, cpu_depthwise, cpu_row_reduction
 
 
 class _GEMV(dlight.cpu.GEMV):
@@ -27,9 +27,10 @@ def default_schedules(target: tvm.target.Target) -> tvm.transform.Pass:
             cpu.WinogradTransform(),  # passes/winograd.py's transforms (before Injective)
             _GEMV(),  # inner-reduction GEMV (weights stored [N, K])
             cpu_depthwise.DepthwiseConv(),  # window-only reductions (before TiledReduction)
+            cpu_row_reduction.RowReduction(),  # softmax, layer norm, RMS norm
             cpu.TiledReduction(),
             cpu.Injective(),
-            dlight.cpu.Reduction(),  # softmax, layer norm
+            dlight.cpu.Reduction(),  # row reductions RowReduction declines (short rows)
             cpu.ParallelFallback(),
         )
     if target.kind.name == "cuda":
