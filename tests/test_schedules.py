@@ -130,6 +130,24 @@ def test_nhwc_conv_and_depthwise_conv(size, stride, groups):
     np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
 
 
+def test_a_conv_whose_weight_is_packed_at_compile_time_runs_image_rows_in_parallel():
+    """With a weight (layout-free parameter) packed ahead of time, the tasks are image rows,
+    each computing all its channel tiles from input rows it reads once; an operand packed as
+    the kernel runs keeps channel tiles outermost (each task copies one panel, once)."""
+    x, w = _random(1, 14, 14, 32), _random(1, 1, 32, 48)
+    X = te.placeholder(x.shape, name="X")
+    W = te.placeholder(w.shape, name="W")
+    out = topi.nn.conv(X, W, 1, 0, 1, 1, "NHWC", "HWIO")
+    plain = _func([X, W], out)
+    packed = _schedule(cpu.TiledReduction(), plain.with_attr("layout_free_buffers", [1]))
+    assert "meta_schedule.layout_rewrite_preproc" in packed.script()
+    assert "T.parallel(14)" in packed.script()  # the 14 image rows
+    assert "T.parallel(14)" not in _schedule(cpu.TiledReduction(), plain).script()
+    reference = _run(plain, [x, w], [int(d) for d in out.shape])
+    got = _run(packed, [x, w], [int(d) for d in out.shape])
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
+
+
 def test_max_pool_nhwc():
     x = _random(1, 16, 16, 24)
     X = te.placeholder(x.shape, name="X")

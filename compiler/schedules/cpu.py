@@ -239,9 +239,15 @@ def _tile(sch, main, plan, epilogue, cores: int) -> list:
             row_outer, row_inner = sch.split(loop, factors=[None, row_tile])
         else:
             outer.append(loop)
-    # Vector tiles outermost: a task packs its panel of the vector operand (a weight's
-    # output-channel slice) once, contiguously, and reuses it for every row tile it computes.
-    outer = [vec_outer, *outer] + ([row_outer] if row is not None else [])
+    # Vector tiles outermost where each task copies its panel of the vector operand as it runs:
+    # it reuses the copy for every row tile it computes. A weight is packed at compile time
+    # instead; then the other spatial axes (image rows) go outermost, so that a task reads its
+    # input rows once for all its channel tiles (MobileNetV2 8.5 -> 7.4 ms in 2 of 3 A/B runs,
+    # ResNet-18 3-7% faster, BERT unchanged: its outer axes are the vector tiles either way).
+    if row is not None and _weight_to_pack(sch, main, vec_tile, main.iters[vec].var) is not None:
+        outer = [*outer, vec_outer, row_outer]
+    else:
+        outer = [vec_outer, *outer] + ([row_outer] if row is not None else [])
     inner = ([row_inner] if row is not None else []) + [vec_inner]
     sch.reorder(*outer, *reduce, *inner)
     if vec_tile % lanes == 0 and (
@@ -332,16 +338,22 @@ def _packable_weight(sch, main, vec_var) -> tuple[int, object] | None:
     return None
 
 
+def _weight_to_pack(sch, main, vec_tile: int, vec_var) -> int | None:
+    """The read index of the weight `_pack_weight` packs for this tile, or None."""
+    found = _packable_weight(sch, main, vec_var)
+    if found is None:
+        return None
+    index, buffer = found
+    last = _int(buffer.shape[-1])
+    return index if last and last % vec_tile == 0 else None
+
+
 def _pack_weight(sch, main, vec_tile: int, vec_var) -> bool:
     """Repack the weight read along the vector axis into [N / vec_tile, ..., vec_tile], one
     contiguous stream per vector tile, in a block marked as a layout rewrite, which
     passes/prepack_weights.py runs once, at compile time. False if there is no such weight."""
-    found = _packable_weight(sch, main, vec_var)
-    if found is None:
-        return False
-    index, buffer = found
-    last = _int(buffer.shape[-1])
-    if not last or last % vec_tile:
+    index = _weight_to_pack(sch, main, vec_tile, vec_var)
+    if index is None:
         return False
     packed = sch.cache_read(main.block_rv, index, "global")
     sch.transform_layout(
