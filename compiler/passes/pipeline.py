@@ -10,8 +10,9 @@ Graph phases (`graph_passes`, run by build.prepare on the imported Relax module)
              convs on CPU), FastMath (CPU)
   weights    ExtractWeights
 Lowering phases (`lowering_passes`, run inside tvm.compile by build.lowering_pipeline):
-  fusion     library dispatch, LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR,
-             PrepackWeights (CPU: marks the kernels' weight parameters)
+  fusion     library dispatch, LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps,
+             FuseDepthwiseProject (CPU), FuseTIR, PrepackWeights (CPU: marks the kernels' weight
+             parameters)
   schedules  the tuning database, then the default schedule rules
   prepack    PrepackWeights (CPU: weight layout copies out of the kernels, repacked at compile
              time by the build; passes/prepack_weights.py)
@@ -35,6 +36,7 @@ from .convert_layout import ConvertLayout
 from .extract_weights import ExtractWeights
 from .fast_math import FastMath
 from .fold_batch_norm import FoldBatchNorm
+from .fuse_depthwise_project import FuseDepthwiseProject
 from .keep_fp32 import KeepFP32
 from .prepack_weights import Lifted, PrepackWeights, mark_weights
 from .safe_indexing import SafeIndexing
@@ -124,6 +126,7 @@ def fusion_steps(target: tvm.target.Target) -> list[Step]:
         Step("fusion", t.AnnotateTIROpPattern(), 3),
         Step("fusion", t.FoldConstant(), 1),
         Step("fusion", t.FuseOps(), 3),
+        *([Step("fusion", FuseDepthwiseProject(), 3)] if cpu else []),
         Step("fusion", t.FuseTIR(), 3),
         *([Step("fusion", mark_weights(), 2)] if cpu else []),
     ]

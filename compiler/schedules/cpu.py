@@ -139,7 +139,7 @@ class TiledReduction(CPUScheduleRule):
         if plan is None:
             return None
         cores = int(target.attrs.get("num-cores", 0) or os.cpu_count() or 1)
-        leftover = _tile(sch, main, plan, blocks[reductions[0] + 1 :], cores)
+        leftover, _ = _tile(sch, main, plan, blocks[reductions[0] + 1 :], cores)
         for block in blocks[: reductions[0]] + leftover:
             schedule_injective(sch, block.block_rv, lanes)
         return sch
@@ -225,10 +225,13 @@ def _vars_of_reads_using(sch, main, var) -> set:
     return used
 
 
-def _tile(sch, main, plan, epilogue, cores: int) -> list:
+def _tile(sch, main, plan, epilogue, cores: int) -> tuple[list, set]:
+    """Tile, parallelise and vectorise `main` by `plan`: (epilogue blocks not fused into the
+    write-back, indices of `main.iters` that the parallel loop splits: whole ones, or the
+    outer part of the vector or row axis)."""
     vec, vec_tile, row, row_tile, lanes = plan
     loops = sch.get_loops(main.block_rv)
-    outer, reduce = [], []
+    outer, reduce, axes = [], [], {}
     vec_outer = row_outer = row_inner = None
     for i, (loop, it) in enumerate(zip(loops, main.iters)):
         if it.kind == "R":
@@ -239,6 +242,10 @@ def _tile(sch, main, plan, epilogue, cores: int) -> list:
             row_outer, row_inner = sch.split(loop, factors=[None, row_tile])
         else:
             outer.append(loop)
+            axes[loop] = i
+    axes[vec_outer] = vec
+    if row is not None:
+        axes[row_outer] = row
     # Vector tiles outermost where each task copies its panel of the vector operand as it runs:
     # it reuses the copy for every row tile it computes. A weight is packed at compile time
     # instead; then the other spatial axes (image rows) go outermost, so that a task reads its
@@ -271,7 +278,7 @@ def _tile(sch, main, plan, epilogue, cores: int) -> list:
     init = sch.decompose_reduction(main.block_rv, reduce[0])
     _vectorise_lanes(sch, sch.get_loops(init)[-1], lanes)
     _vectorise_lanes(sch, sch.get_loops(write_back)[-1], lanes)
-    return leftover
+    return leftover, {axes[loop] for loop in parallel}
 
 
 def _power_of_two(n: int) -> bool:

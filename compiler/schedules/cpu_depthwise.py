@@ -19,13 +19,18 @@ row x column x channel tiles (2-3x slower).
 
 from __future__ import annotations
 
+import os
+
 from tvm import s_tir
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from .cpu import (
     _fits,
+    _fuse_epilogue,
     _int,
+    _plan_tiles,
     _spatial,
+    _tile,
     _vars_in,
     _vector_tile,
     schedule_injective,
@@ -59,6 +64,56 @@ class DepthwiseConv(CPUScheduleRule):
         kept = _inline_producers(sch, blocks[:index])
         leftover = _schedule_window(sch, main, blocks[index + 1 :], plan, lanes)
         for block in kept + leftover:
+            schedule_injective(sch, block.block_rv, lanes)
+        return sch
+
+
+class DepthwiseProject(CPUScheduleRule):
+    """A depthwise conv and the 1x1 conv that reads its output, in one kernel
+    (passes/fuse_depthwise_project.py). The 1x1 conv is tiled as `TiledReduction` tiles it,
+    image rows as its parallel tasks; each task first computes the depthwise rows it reads
+    (register-tiled as `DepthwiseConv` does), into a buffer of one row that stays in L1."""
+
+    @_fits
+    def apply(self, sch, blocks, target):
+        reductions = [i for i, b in enumerate(blocks) if b.is_reduction()]
+        if len(reductions) != 2 or not all(
+            _spatial(b) for i, b in enumerate(blocks) if i not in reductions
+        ):
+            return None
+        first, second = reductions
+        window, conv = blocks[first], blocks[second]
+        lanes = vector_lanes(target)
+        window_plan = _plan(sch, window, lanes)
+        kinds = conv.dom_kind()
+        if window_plan is None or not kinds.startswith("S") or kinds.strip("S") != "R":
+            return None
+        conv_plan = _plan_tiles(sch, conv, lanes)
+        if conv_plan is None:
+            return None
+        kept = _inline_producers(sch, blocks[:first])
+        # The depthwise epilogue (bias, clip) as one block: it writes what the 1x1 conv reads.
+        middle = blocks[first + 1 : second]
+        unfused = _fuse_epilogue(sch, window, middle)
+        cores = int(target.attrs.get("num-cores", 0) or os.cpu_count() or 1)
+        leftover, split = _tile(sch, conv, conv_plan, blocks[second + 1 :], cores)
+        vec, vec_tile, row, row_tile, _ = conv_plan
+        tiles = {vec: vec_tile, row: row_tile}
+        epilogue = middle[-1:]
+        if unfused or any(_int_dom(conv.iters[i]) > tiles[i] for i in split & {vec, row}):
+            # Tasks that split a row of the 1x1 conv's output would each need the whole row
+            # of depthwise output: computed separately, as two kernels would.
+            leftover += _schedule_window(sch, window, epilogue, window_plan, lanes)
+        else:
+            task = sch.get_loops(conv.block_rv)[0]
+            for block in (*epilogue, window):
+                sch.compute_at(block.block_rv, task)
+            loops = sch.get_loops(window.block_rv)
+            reduce = sum(1 for it in window.iters if it.kind == "R")
+            column, channel = loops[-reduce - 2 : -reduce]
+            window_loops = (column, channel, loops[-reduce:])
+            leftover += _tile_window(sch, window, epilogue, window_plan, lanes, window_loops)
+        for block in kept + unfused + leftover:
             schedule_injective(sch, block.block_rv, lanes)
         return sch
 
@@ -123,18 +178,27 @@ def _inline_producers(sch, producers) -> list:
 def _schedule_window(sch, main, epilogue, plan, lanes: int) -> list:
     """Tile, parallelise and vectorise `main`, fusing `epilogue` into its write-back; returns
     the epilogue blocks that could not be fused."""
-    tile, vector = plan
     *outer, column, channel = [it.loop_rv for it in main.iters if it.kind == "S"]
     window = [it.loop_rv for it in main.iters if it.kind == "R"]
+    return _tile_window(sch, main, epilogue, plan, lanes, (column, channel, window), outer)
+
+
+def _tile_window(sch, main, epilogue, plan, lanes: int, loops, rows=None) -> list:
+    """Register-tile `main`'s (column, channel, window) `loops` with the epilogue fused into
+    the write-back; `rows` (the loops outside them) run in parallel, or the column tiles where
+    there are none, or nothing if `rows` is None. Returns the epilogue blocks not fused."""
+    tile, vector = plan
+    column, channel, window = loops
     column_outer, column_inner = sch.split(column, factors=[None, tile])
     channel_outer, channel_inner = sch.split(channel, factors=[None, vector])
-    sch.reorder(*outer, column_outer, channel_outer, *window, column_inner, channel_inner)
+    sch.reorder(column_outer, channel_outer, *window, column_inner, channel_inner)
 
     write_back, leftover = write_back_with_epilogue(sch, main, epilogue)
     sch.reverse_compute_at(write_back, channel_outer)
 
-    rows = outer or [column_outer]  # a 1-D window (N=1, W, C) has no row loop left
-    sch.parallel(sch.fuse(*rows) if len(rows) > 1 else rows[0])
+    if rows is not None:
+        rows = rows or [column_outer]  # a 1-D window (N=1, W, C) has no row loop left
+        sch.parallel(sch.fuse(*rows) if len(rows) > 1 else rows[0])
     sch.vectorize(channel_inner)
     sch.unroll(column_inner)
     _unroll_window(sch, window)

@@ -26,6 +26,7 @@ def default_schedules(target: tvm.target.Target) -> tvm.transform.Pass:
         return dlight.ApplyDefaultSchedule(
             cpu.WinogradTransform(),  # passes/winograd.py's transforms (before Injective)
             _GEMV(),  # inner-reduction GEMV (weights stored [N, K])
+            cpu_depthwise.DepthwiseProject(),  # passes/fuse_depthwise_project.py's kernels
             cpu_depthwise.DepthwiseConv(),  # window-only reductions (before TiledReduction)
             cpu_row_reduction.RowReduction(),  # softmax, layer norm, RMS norm
             cpu.TiledReduction(),
