@@ -176,6 +176,24 @@ def test_in_model_verdicts_choose_the_record_and_survive_merge_and_prune(tmp_pat
     assert {schedule_id(r) for r in contents.records} == {schedule_id(base), schedule_id(faster)}
 
 
+def test_whole_model_check_overrules_records_that_won_one_by_one(tmp_path):
+    from compiler.schedules.validate import _whole_model_verdicts
+
+    base = {**_record("w", "default", 3e-3), "baseline": True}
+    fast = _record("w", "t1", 2e-3)
+    log = open_log(tmp_path / "a", KEY)
+    log.append([_workload("w", "fused_conv2d"), base, fast])
+    kept = {"kind": "verdict", "workload": "w", "schedule": schedule_id(fast), "use": "record"}
+    log.append([kept])
+    assert log.read().chosen("w") == fast
+    assert _whole_model_verdicts([kept], 6.2, 6.4) == []  # 3% faster together: kept
+    assert _whole_model_verdicts([kept], 6.3, 6.4) != []  # 1.6%: within the noise margin
+    log.append(_whole_model_verdicts([kept], 6.9, 6.4))  # slower together: overruled
+    contents = log.read()
+    assert contents.chosen("w") == base
+    assert contents.verdicts["w"]["whole_model_ms"] == {"record": 6.9, "default": 6.4}
+
+
 def test_prune_other_tvm_versions(tmp_path):
     import tvm
 
