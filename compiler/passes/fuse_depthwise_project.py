@@ -88,10 +88,10 @@ def _is_pointwise(conv, channels: int) -> bool:
 def _rewrite(mod, func: relax.Function, merged: dict, builder) -> relax.Function:
     body = func.body
     uses = _use_counts(func)
-    producers: dict = {}  # dataflow var -> (binding, fused function gv)
     new_blocks = []
     changed = False
     for block in body.blocks:
+        producers: dict = {}  # var -> (binding, fused function gv), within this block only
         bindings = []
         for binding in block.bindings:
             value = binding.value
@@ -125,6 +125,8 @@ def _rewrite(mod, func: relax.Function, merged: dict, builder) -> relax.Function
 def _pair(mod, producers, call: relax.Call, uses):
     """(depthwise binding, its gv, index of its result among `call`'s args) if `call` is a 1x1
     conv kernel reading the result of a depthwise conv kernel that nothing else reads."""
+    if not _primitive(mod[call.op]):
+        return None
     project = _conv(mod, mod[call.op])
     if project is None:
         return None
@@ -169,6 +171,7 @@ def _merge(mod, dw_gv, project_gv, index: int, merged: dict, builder) -> relax.G
 
 
 def _use_counts(func: relax.Function) -> dict:
+    """Var -> how many times it is read (post_order_visit does not visit definitions)."""
     counts: dict = {}
 
     def visit(node):

@@ -138,11 +138,15 @@ class TiledReduction(CPUScheduleRule):
         plan = _plan_tiles(sch, main, lanes)
         if plan is None:
             return None
-        cores = int(target.attrs.get("num-cores", 0) or os.cpu_count() or 1)
-        leftover, _ = _tile(sch, main, plan, blocks[reductions[0] + 1 :], cores)
+        leftover, _ = _tile(sch, main, plan, blocks[reductions[0] + 1 :], cores(target))
         for block in blocks[: reductions[0]] + leftover:
             schedule_injective(sch, block.block_rv, lanes)
         return sch
+
+
+def cores(target: Target) -> int:
+    """The threads the kernels are scheduled for: the target's cores (targets.py sets them)."""
+    return int(target.attrs.get("num-cores", 0) or os.cpu_count() or 1)
 
 
 def _plan_tiles(sch, main, lanes: int):

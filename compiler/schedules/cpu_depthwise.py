@@ -19,8 +19,6 @@ row x column x channel tiles (2-3x slower).
 
 from __future__ import annotations
 
-import os
-
 from tvm import s_tir
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
@@ -33,6 +31,7 @@ from .cpu import (
     _tile,
     _vars_in,
     _vector_tile,
+    cores,
     schedule_injective,
     vector_lanes,
     write_back_with_epilogue,
@@ -95,12 +94,11 @@ class DepthwiseProject(CPUScheduleRule):
         # The depthwise epilogue (bias, clip) as one block: it writes what the 1x1 conv reads.
         middle = blocks[first + 1 : second]
         unfused = _fuse_epilogue(sch, window, middle)
-        cores = int(target.attrs.get("num-cores", 0) or os.cpu_count() or 1)
-        leftover, split = _tile(sch, conv, conv_plan, blocks[second + 1 :], cores)
+        leftover, split = _tile(sch, conv, conv_plan, blocks[second + 1 :], cores(target))
         vec, vec_tile, row, row_tile, _ = conv_plan
         tiles = {vec: vec_tile, row: row_tile}
         epilogue = middle[-1:]
-        if unfused or any(_int_dom(conv.iters[i]) > tiles[i] for i in split & {vec, row}):
+        if unfused or any(_int_dom(conv.iters[i]) != tiles[i] for i in split & {vec, row}):
             # Tasks that split a row of the 1x1 conv's output would each need the whole row
             # of depthwise output: computed separately, as two kernels would.
             leftover += _schedule_window(sch, window, epilogue, window_plan, lanes)
