@@ -222,7 +222,40 @@ def _parse_bind_specs(_ctx, _param, specs: tuple[str, ...]) -> dict[str, str]:
     return bind
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineUsageError(click.UsageError):
+    """click's usage error shown as mlc shows every error: one `error: …` line on stderr
+    (click prints the usage, a "Try --help" line and then the error)."""
+
+    def show(self, file=None) -> None:
+        words = ["mlc", *(self.ctx.command_path.split()[1:] if self.ctx else [])]
+        click.echo(f"error: {self.format_message()} (see `{' '.join(words)} --help`)", err=True)
+
+
+class _Commands(click.Group):
+    """mlc's command group: bad options and arguments of any command are one-line errors."""
+
+    def make_context(self, *args, **kwargs):
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+class _one_line_usage_errors:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, _tb):
+        if isinstance(exc, click.UsageError) and not isinstance(exc, _OneLineUsageError):
+            error = _OneLineUsageError(exc.format_message(), exc.ctx)
+            error.exit_code = exc.exit_code
+            raise error from None
+        return False
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlc")
 def main():
     """mlc: compile ONNX models into deployable bundles for CPUs and GPUs."""

@@ -157,6 +157,25 @@ def test_malformed_input_shape_syntax(tmp_path, model_dir):
     ) in r.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["tune", "m.onnx", "--db", "d", "--trials", "0"],
+            "Invalid value for '--trials': 0 is not in the range x>=1. (see `mlc tune --help`)",
+        ),
+        (["compile"], "Missing argument 'MODEL'. (see `mlc compile --help`)"),
+        (["frobnicate"], "No such command 'frobnicate'. (see `mlc --help`)"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tmp_path, args, message):
+    """click's own errors too: no usage block, one `error:` line, exit code 2."""
+    r = mlc(*args)
+    assert r.exit_code == 2
+    assert _error(r) == [f"error: {message}"]
+    assert r.stdout == ""
+
+
 def test_unknown_target(tmp_path, model_dir):
     r = mlc("compile", model_dir / "convnet.onnx", "-o", tmp_path / "out", "--target", "arm9")
     assert r.exit_code == 2

@@ -10,8 +10,9 @@ bundle was no faster than the untuned one. So after tuning, `mlc tune` builds th
 in both with the Relax VM's per-call instrument, interleaved, and appends a "verdict" per
 record to the database: `use` "record" or "default". The records that won are then judged
 together: a build with them (the first one, where they are all its records) is timed against the
-default build, whole model against whole model (no instrument), and unless it is at least `MARGIN` faster, further verdicts overrule them
-(MobileNetV2: 5 records that each won inside the model made the model 8% slower together).
+default build, whole model against whole model (no instrument), and unless it is at least
+`MARGIN` faster, further verdicts overrule them (MobileNetV2: 5 records that each won inside the
+model made the model 8% slower together).
 `LogContents.chosen` applies the latest verdict; a verdict judges one schedule (by trace), so a
 better record found later is judged again.
 """
