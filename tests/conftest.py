@@ -22,6 +22,15 @@ from compiler.options import CompileOptions  # noqa: E402
 from compiler.reference import run_reference  # noqa: E402
 
 
+@pytest.fixture
+def parallel_small_kernels(monkeypatch):
+    """Schedule tests check the rules' parallel loops on kernels small enough to test quickly;
+    mlc runs kernels that small serially (schedules/cost.py: SERIAL_WORK). Turn that off."""
+    from compiler.schedules import cost
+
+    monkeypatch.setattr(cost, "SERIAL_WORK", 0)
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models")

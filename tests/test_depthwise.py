@@ -11,6 +11,8 @@ from tvm import te, tirx, topi
 
 from compiler.schedules.cpu_depthwise import DepthwiseConv
 
+pytestmark = pytest.mark.usefixtures("parallel_small_kernels")  # see conftest.py
+
 
 def _depthwise_reference(x, w, bias, stride):
     """NHWC depthwise 3x3 conv, padding 1, + bias, clipped to [0, 6] (MobileNetV2's block)."""

@@ -23,6 +23,8 @@ from compiler.schedules.cpu_depthwise import DepthwiseProject
 from compiler.schedules.default import default_schedule
 from compiler.targets import load_preset, resolve_target
 
+pytestmark = pytest.mark.usefixtures("parallel_small_kernels")  # see conftest.py
+
 
 def _fused_func(x, w, bias, p, p_bias, stride, residual=False) -> tirx.PrimFunc:
     """What the pass gives FuseTIR for a MobileNetV2 block's second half: depthwise 3x3 conv,

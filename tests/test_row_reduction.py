@@ -11,6 +11,8 @@ from tvm import te, topi
 from compiler.schedules.cpu_row_reduction import RowReduction
 from compiler.schedules.default import default_schedule
 
+pytestmark = pytest.mark.usefixtures("parallel_small_kernels")  # see conftest.py
+
 
 def _schedule(func):
     sch = RowReduction().apply(func, TARGET, False)

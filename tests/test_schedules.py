@@ -17,6 +17,8 @@ from compiler.schedules.default import default_schedules
 TARGET = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"})
 rng = np.random.default_rng(0)
 
+pytestmark = pytest.mark.usefixtures("parallel_small_kernels")  # see conftest.py
+
 
 def _func(inputs, output) -> tirx.PrimFunc:
     return te.create_prim_func([*inputs, output]).with_attr("global_symbol", "main")

@@ -12,7 +12,7 @@ Graph phases (`graph_passes`, run by build.prepare on the imported Relax module)
 Lowering phases (`lowering_passes`, run inside tvm.compile by build.lowering_pipeline):
   fusion     library dispatch, LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps,
              FuseDepthwiseProject (CPU), FuseTIR, PrepackWeights (CPU: marks the kernels' weight
-             parameters)
+             parameters), SerialTinyModel (CPU: a tiny model's kernels stay on one thread)
   schedules  the tuning database, then the default schedule rules
   prepack    PrepackWeights (CPU: weight layout copies out of the kernels, repacked at compile
              time by the build; passes/prepack_weights.py)
@@ -40,6 +40,7 @@ from .fuse_depthwise_project import FuseDepthwiseProject
 from .keep_fp32 import KeepFP32
 from .prepack_weights import Lifted, PrepackWeights, mark_weights
 from .safe_indexing import SafeIndexing
+from .serial_tiny_model import SerialTinyModel
 from .to_bfloat16 import ToBFloat16
 from .winograd import Winograd
 
@@ -129,6 +130,7 @@ def fusion_steps(target: tvm.target.Target) -> list[Step]:
         *([Step("fusion", FuseDepthwiseProject(), 3)] if cpu else []),
         Step("fusion", t.FuseTIR(), 3),
         *([Step("fusion", mark_weights(), 2)] if cpu else []),
+        *([Step("fusion", SerialTinyModel(target), 3)] if cpu else []),
     ]
 
 

@@ -17,6 +17,12 @@ MIN_SHARE = 0.01  # kernels below 1% of the estimated runtime are not worth tuni
 _FLOPS_PER_S = 20e9
 _BYTES_PER_S = 10e9
 _UNKNOWN_DIM = 1  # a symbolic dim counts as this many elements
+# Below this much work (flops + bytes of the arguments: about 3 us on one core), a kernel's loops
+# run on the calling thread: a parallel launch costs 1.5-2 us on 2 threads (measured on an AMD
+# EPYC with time_evaluator: a 1 KB transpose 0.14 us on one thread, 1.94 us on two), and waking
+# the pool for a kernel this small loses more than the second core wins.
+SERIAL_WORK = 200_000
+SERIAL_ATTR = "mlc.serial"  # a PrimFunc attribute: run every loop on the calling thread
 
 
 @dataclass(frozen=True)
@@ -32,23 +38,50 @@ class KernelCost:
 
 def kernel_seconds(func) -> float:
     """Estimated time of one call of TIR PrimFunc `func`."""
+    flops, nbytes, _static = _work(func)
+    return (flops or 0.0) / _FLOPS_PER_S + nbytes / _BYTES_PER_S
+
+
+def too_small_for_threads(func) -> bool:
+    """True where TIR PrimFunc `func` (scheduled or not) does less work than one parallel
+    launch costs (SERIAL_WORK), or passes/serial_tiny_model.py marked it: its loops then run on
+    the calling thread. A kernel with a symbolic dim or an uncountable loop nest is never too
+    small on its own: its size is not known."""
+    if func.attrs is not None and func.attrs.get(SERIAL_ATTR):
+        return True
+    amount = work(func)
+    return amount is not None and amount < SERIAL_WORK
+
+
+def work(func) -> float | None:
+    """Floating-point operations plus argument bytes of one call of TIR PrimFunc `func`; None
+    where a dim is symbolic or TVM cannot count the loop nest."""
+    flops, nbytes, static = _work(func)
+    return flops + nbytes if static and flops is not None else None
+
+
+def _work(func) -> tuple[float | None, int, bool]:
+    """(floating-point operations or None where TVM cannot count them, bytes of the buffer
+    arguments with a symbolic dim as _UNKNOWN_DIM elements, whether every dim is static)."""
     import tvm
     from tvm.s_tir.analysis import estimate_tir_flops
 
     try:
         flops = float(estimate_tir_flops(tvm.IRModule({"main": func})))
     except Exception:  # TVM cannot count some loop nests (e.g. data-dependent extents)
-        flops = 0.0
-    nbytes = 0
+        flops = None
+    nbytes, static = 0, True
     for param in func.params:
         shape = getattr(param, "shape", None)  # buffer-typed params only
         if shape is None:
             continue
         elements = 1
         for dim in shape:
-            elements *= int(dim) if hasattr(dim, "value") or isinstance(dim, int) else _UNKNOWN_DIM
+            known = hasattr(dim, "value") or isinstance(dim, int)
+            static = static and known
+            elements *= int(dim) if known else _UNKNOWN_DIM
         nbytes += elements * max(1, _dtype_bytes(param.dtype))
-    return flops / _FLOPS_PER_S + nbytes / _BYTES_PER_S
+    return flops, nbytes, static
 
 
 def _dtype_bytes(dtype) -> int:

@@ -17,6 +17,9 @@ scalar code. These rules cover the rest:
 - `ParallelFallback`: whatever no rule matched at least runs its leading spatial loops on all
   threads.
 
+Every rule parallelises through `run_parallel`: a kernel too small to pay for a parallel launch
+(cost.too_small_for_threads) keeps its loops on the calling thread.
+
 A rule that does not fit a kernel returns None (the next rule is tried); it never fails the build.
 """
 
@@ -32,6 +35,8 @@ from tvm.s_tir.dlight.analysis.common_analysis import (
 from tvm.s_tir.dlight.base import try_inline
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target, codegen
+
+from .cost import too_small_for_threads
 
 # Accumulators kept in registers: 16 vector registers on AVX2/NEON, a few left for operands.
 _MAX_ACCUMULATORS = 12
@@ -57,6 +62,13 @@ def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
 def _extent(sch: s_tir.Schedule, loop) -> int | None:
     ext = sch.get(loop).extent
     return int(ext) if isinstance(ext, tirx.IntImm) else None
+
+
+def run_parallel(sch: s_tir.Schedule, loop) -> None:
+    """Run `loop`'s iterations on the thread pool, unless the kernel is too small to pay for a
+    parallel launch (cost.SERIAL_WORK): then it stays on the calling thread."""
+    if not too_small_for_threads(sch.mod["main"]):
+        sch.parallel(loop)
 
 
 def _fits(rule_apply):
@@ -101,7 +113,7 @@ def schedule_injective(sch: s_tir.Schedule, block, lanes: int) -> None:
     else:
         outer.append(inner)
     if outer:
-        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+        run_parallel(sch, sch.fuse(*outer) if len(outer) > 1 else outer[0])
 
 
 class Injective(CPUScheduleRule):
@@ -275,7 +287,7 @@ def _tile(sch, main, plan, epilogue, cores: int) -> tuple[list, set]:
         _pack_vector_operand(sch, main, task, (lanes, vec_tile), main.iters[vec].var)
     elif row is None:
         _pack_weight(sch, main, vec_tile, main.iters[vec].var)
-    sch.parallel(task)
+    run_parallel(sch, task)
     sch.vectorize(inner[-1])
     for loop in inner[:-1] if row is not None else []:
         sch.unroll(loop)  # the rows, and the vectors of a 3-vector row
@@ -407,7 +419,7 @@ class ParallelFallback(CPUScheduleRule):
                     break
                 leading.append(it.loop_rv)
             if leading:
-                sch.parallel(sch.fuse(*leading) if len(leading) > 1 else leading[0])
+                run_parallel(sch, sch.fuse(*leading) if len(leading) > 1 else leading[0])
                 changed = True
         return sch if changed else None
 
@@ -432,7 +444,7 @@ class WinogradTransform(CPUScheduleRule):
             if name == "winograd_input" and len(loops) == 3:  # position, tile, channel
                 position, tile, channel = loops
                 sch.reorder(tile, position, channel)
-                sch.parallel(tile)
+                run_parallel(sch, tile)
                 sch.unroll(position)
                 _vectorise_inner(sch, channel, lanes)
             elif name == "winograd_output" and len(loops) >= 3:  # [n,] row, col, k
@@ -440,7 +452,7 @@ class WinogradTransform(CPUScheduleRule):
                 tile_row, i = sch.split(row, factors=[None, 2])
                 tile_col, j = sch.split(col, factors=[None, 2])
                 sch.reorder(*lead, tile_row, tile_col, i, j, channel)
-                sch.parallel(sch.fuse(*lead, tile_row) if lead else tile_row)
+                run_parallel(sch, sch.fuse(*lead, tile_row) if lead else tile_row)
                 sch.unroll(i)
                 sch.unroll(j)
                 _vectorise_inner(sch, channel, lanes)

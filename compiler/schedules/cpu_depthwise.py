@@ -32,6 +32,7 @@ from .cpu import (
     _vars_in,
     _vector_tile,
     cores,
+    run_parallel,
     schedule_injective,
     vector_lanes,
     write_back_with_epilogue,
@@ -196,7 +197,7 @@ def _tile_window(sch, main, epilogue, plan, lanes: int, loops, rows=None) -> lis
 
     if rows is not None:
         rows = rows or [column_outer]  # a 1-D window (N=1, W, C) has no row loop left
-        sch.parallel(sch.fuse(*rows) if len(rows) > 1 else rows[0])
+        run_parallel(sch, sch.fuse(*rows) if len(rows) > 1 else rows[0])
     sch.vectorize(channel_inner)
     sch.unroll(column_inner)
     _unroll_window(sch, window)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-from .cpu import _extent, _fits, _spatial, vector_lanes
+from .cpu import _extent, _fits, _spatial, run_parallel, vector_lanes
 
 _MIN_VECTORS = 2  # rows shorter than this many vectors keep dlight's scalar reduction
 
@@ -55,7 +55,7 @@ class RowReduction(CPUScheduleRule):
         last = blocks[-1].block_rv
         loops = sch.get_loops(last)
         row = sch.fuse(*loops[:rows]) if rows > 1 else loops[0]
-        sch.parallel(row)
+        run_parallel(sch, row)
         for block in reversed(_children(sch)[:-1]):
             sch.compute_at(block, row, preserve_unit_loops=True)
         for block in _children(sch, row):
