@@ -132,6 +132,23 @@ def test_nhwc_conv_and_depthwise_conv(size, stride, groups):
     np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(("kernel", "padding", "stride"), [(1, 0, 1), (1, 0, 2), (3, 1, 1)])
+def test_a_conv_reads_its_input_in_place_unless_it_is_padded(kernel, padding, stride):
+    """topi's conv copies its input into pad_temp even with no padding; that copy is inlined
+    (one pass over the input saved: MobileNetV2 7.07 -> 6.88 ms), a real padding step is not."""
+    x, w = _random(1, 14, 14, 32), _random(kernel, kernel, 32, 48)
+    X = te.placeholder(x.shape, name="X")
+    W = te.placeholder(w.shape, name="W")
+    out = topi.nn.conv(X, W, stride, padding, 1, 1, "NHWC", "HWIO")
+    plain = _func([X, W], out)
+    assert 'T.sblock("pad_temp")' in plain.script()
+    func = _schedule(cpu.TiledReduction(), plain)
+    assert ('T.sblock("pad_temp")' in func.script()) is (padding > 0)
+    reference = _run(plain, [x, w], [int(d) for d in out.shape])
+    got = _run(func, [x, w], [int(d) for d in out.shape])
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
+
+
 def test_a_conv_whose_weight_is_packed_at_compile_time_runs_image_rows_in_parallel():
     """With a weight (layout-free parameter) packed ahead of time, the tasks are image rows,
     each computing all its channel tiles from input rows it reads once; an operand packed as

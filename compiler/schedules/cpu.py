@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 
+import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.analysis.common_analysis import (
@@ -150,10 +151,29 @@ class TiledReduction(CPUScheduleRule):
         plan = _plan_tiles(sch, main, lanes)
         if plan is None:
             return None
+        producers = [b for b in blocks[: reductions[0]] if not _inline_copy(sch, b.block_rv)]
         leftover, _ = _tile(sch, main, plan, blocks[reductions[0] + 1 :], cores(target))
-        for block in blocks[: reductions[0]] + leftover:
+        for block in producers + leftover:
             schedule_injective(sch, block.block_rv, lanes)
         return sch
+
+
+def _inline_copy(sch: s_tir.Schedule, block) -> bool:
+    """Inline `block` into its readers if it only copies an element (a conv's padding step
+    when the padding is zero): the reduction then reads the source in place instead of a
+    copy that costs a pass over it. True if it was inlined."""
+    store = sch.get(block).body
+    if not isinstance(store, tirx.BufferStore) or not isinstance(store.value, tvm.ir.TensorLoad):
+        return False
+    same = len(store.indices) == len(store.value.indices) and all(
+        a.same_as(b)
+        or (isinstance(a, tirx.IntImm) and isinstance(b, tirx.IntImm) and int(a) == int(b))
+        for a, b in zip(store.indices, store.value.indices)
+    )
+    if not same:
+        return False
+    sch.compute_inline(block)
+    return True
 
 
 def cores(target: Target) -> int:
