@@ -149,6 +149,24 @@ def test_a_conv_reads_its_input_in_place_unless_it_is_padded(kernel, padding, st
     np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
 
 
+def test_a_copy_that_is_also_an_output_stays():
+    """A copy the kernel also returns cannot be inlined; the rule keeps it and still applies."""
+    x, w = _random(1, 14, 14, 32), _random(1, 1, 32, 48)
+    X = te.placeholder(x.shape, name="X")
+    W = te.placeholder(w.shape, name="W")
+    copy = te.compute(x.shape, lambda *i: X(*i), name="copy")
+    out = topi.nn.conv(copy, W, 1, 0, 1, 1, "NHWC", "HWIO")
+    plain = te.create_prim_func([X, W, copy, out]).with_attr("global_symbol", "main")
+    func = _schedule(cpu.TiledReduction(), plain)
+    assert 'T.sblock("copy")' in func.script()
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=TARGET)
+    dev = tvm.cpu()
+    got = [tvm.runtime.tensor(np.zeros(s, "float32"), dev) for s in (x.shape, (1, 14, 14, 48))]
+    lib["main"](tvm.runtime.tensor(x, dev), tvm.runtime.tensor(w, dev), *got)
+    np.testing.assert_allclose(got[0].numpy(), x)
+    np.testing.assert_allclose(got[1].numpy(), x @ w[0, 0], rtol=1e-4, atol=1e-4)
+
+
 def test_a_conv_whose_weight_is_packed_at_compile_time_runs_image_rows_in_parallel():
     """With a weight (layout-free parameter) packed ahead of time, the tasks are image rows,
     each computing all its channel tiles from input rows it reads once; an operand packed as

@@ -172,7 +172,10 @@ def _inline_copy(sch: s_tir.Schedule, block) -> bool:
     )
     if not same:
         return False
-    sch.compute_inline(block)
+    try:
+        sch.compute_inline(block)
+    except s_tir.ScheduleError:  # e.g. the copy is also an output of the kernel: keep it
+        return False
     return True
 
 
