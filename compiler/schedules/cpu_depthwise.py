@@ -95,7 +95,9 @@ class DepthwiseProject(CPUScheduleRule):
         # The depthwise epilogue (bias, clip) as one block: it writes what the 1x1 conv reads.
         middle = blocks[first + 1 : second]
         unfused = _fuse_epilogue(sch, window, middle)
-        leftover, split = _tile(sch, conv, conv_plan, blocks[second + 1 :], cores(target))
+        leftover, split = _tile(
+            sch, conv, conv_plan, blocks[second + 1 :], cores(target), rows_outer=True
+        )
         vec, vec_tile, row, row_tile, _ = conv_plan
         tiles = {vec: vec_tile, row: row_tile}
         epilogue = middle[-1:]
