@@ -19,7 +19,6 @@ from compiler.build import prepare
 from compiler.frontend import import_model, read_onnx
 from compiler.options import CompileOptions
 from compiler.passes.pipeline import fusion_steps
-from compiler.passes.serial_tiny_model import MODEL_SERIAL_WORK
 from compiler.reference import run_reference
 from compiler.schedules import cost
 from compiler.schedules.default import default_schedule
@@ -80,7 +79,6 @@ def _marked(mod: tvm.IRModule) -> list[bool]:
 def test_a_tiny_model_runs_every_kernel_serially(tmp_path, batch, serial):
     marked = _marked(_fused(tmp_path, models.convnet(batch=batch)))
     assert marked and all(m is serial for m in marked), marked
-    assert MODEL_SERIAL_WORK < 42_000_000
 
 
 def _launches_threads(bundle) -> bool:

@@ -130,7 +130,7 @@ def fusion_steps(target: tvm.target.Target) -> list[Step]:
         *([Step("fusion", FuseDepthwiseProject(), 3)] if cpu else []),
         Step("fusion", t.FuseTIR(), 3),
         *([Step("fusion", mark_weights(), 2)] if cpu else []),
-        *([Step("fusion", SerialTinyModel(target), 3)] if cpu else []),
+        *([Step("fusion", SerialTinyModel(), 3)] if cpu else []),
     ]
 
 

@@ -25,14 +25,12 @@ MODEL_SERIAL_WORK = 5_000_000
 
 @tvm.transform.module_pass(opt_level=0, name="SerialTinyModel")
 class SerialTinyModel:
-    """Mark every TIR kernel serial when the whole model is tiny (CPU targets only)."""
-
-    def __init__(self, target: tvm.target.Target):
-        self.enabled = target.kind.name == "llvm"
+    """Mark every TIR kernel serial when the whole model is tiny (the pipeline runs it for
+    CPU targets only)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         kernels = [(gv, f) for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)]
-        if not self.enabled or not kernels:
+        if not kernels:
             return mod
         counts = call_counts(mod)
         total = 0.0

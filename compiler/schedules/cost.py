@@ -72,16 +72,28 @@ def _work(func) -> tuple[float | None, int, bool]:
         flops = None
     nbytes, static = 0, True
     for param in func.params:
-        shape = getattr(param, "shape", None)  # buffer-typed params only
-        if shape is None:
-            continue
-        elements = 1
-        for dim in shape:
-            known = hasattr(dim, "value") or isinstance(dim, int)
-            static = static and known
-            elements *= int(dim) if known else _UNKNOWN_DIM
-        nbytes += elements * max(1, _dtype_bytes(param.dtype))
+        if getattr(param, "shape", None) is None:
+            continue  # buffer-typed params only
+        size, known = _bytes(param)
+        nbytes, static = nbytes + size, static and known
     return flops, nbytes, static
+
+
+def buffer_bytes(buffer) -> int | None:
+    """Bytes of a TIR buffer (or buffer-typed parameter); None where a dim is symbolic."""
+    size, known = _bytes(buffer)
+    return size if known else None
+
+
+def _bytes(buffer) -> tuple[int, bool]:
+    """(bytes of `buffer` with a symbolic dim as _UNKNOWN_DIM elements, whether all dims are
+    static)."""
+    elements, static = 1, True
+    for dim in buffer.shape:
+        known = hasattr(dim, "value") or isinstance(dim, int)
+        static = static and known
+        elements *= int(dim) if known else _UNKNOWN_DIM
+    return elements * max(1, _dtype_bytes(buffer.dtype)), static
 
 
 def _dtype_bytes(dtype) -> int:

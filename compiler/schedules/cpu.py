@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 
 import tvm
+import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.analysis.common_analysis import (
@@ -37,7 +38,7 @@ from tvm.s_tir.dlight.base import try_inline
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target, codegen
 
-from .cost import too_small_for_threads
+from .cost import buffer_bytes, too_small_for_threads
 
 # Accumulators kept in registers: 16 vector registers on AVX2/NEON, a few left for operands.
 _MAX_ACCUMULATORS = 12
@@ -165,12 +166,7 @@ def _inline_copy(sch: s_tir.Schedule, block) -> bool:
     store = sch.get(block).body
     if not isinstance(store, tirx.BufferStore) or not isinstance(store.value, tvm.ir.TensorLoad):
         return False
-    same = len(store.indices) == len(store.value.indices) and all(
-        a.same_as(b)
-        or (isinstance(a, tirx.IntImm) and isinstance(b, tirx.IntImm) and int(a) == int(b))
-        for a, b in zip(store.indices, store.value.indices)
-    )
-    if not same:
+    if not tvm_ffi.structural_equal(store.indices, store.value.indices):
         return False
     try:
         sch.compute_inline(block)
@@ -406,21 +402,12 @@ def _weight_is_larger(sch, main, weight: int) -> bool:
     """Whether `main`'s weight (read index `weight`) has more bytes than its other inputs."""
     block = sch.get(main.block_rv)
     others = [
-        _bytes(r.source)
+        buffer_bytes(r.source)
         for i, r in enumerate(block.reads)
         if i != weight and not r.source.same_as(block.writes[0].source)
     ]
-    mine = _bytes(block.reads[weight].source)
+    mine = buffer_bytes(block.reads[weight].source)
     return None not in others and mine is not None and mine > sum(others)
-
-
-def _bytes(buffer) -> int | None:
-    n = 1
-    for dim in buffer.shape:
-        if _int(dim) is None:
-            return None
-        n *= _int(dim)
-    return n * tvm.DataType(buffer.dtype).bits // 8
 
 
 def _pack_weight(sch, main, vec_tile: int, vec_var) -> bool:
