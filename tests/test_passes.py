@@ -513,15 +513,30 @@ def _calls(mod: tvm.IRModule) -> list[str]:
     return names
 
 
-def test_winograd_tile_algebra_is_a_3x3_correlation():
-    from compiler.passes.winograd import _AT, _BT, transformed_weights
+@pytest.mark.parametrize("tiles", ["F2", "F4"])
+def test_winograd_tile_algebra_is_a_3x3_correlation(tiles):
+    from compiler.passes import winograd
 
+    t = getattr(winograd, tiles)
     rng = np.random.default_rng(1)
-    d, g = rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
-    u = transformed_weights(g.reshape(3, 3, 1, 1)).reshape(4, 4)
-    y = _AT @ (u * (_BT @ d @ _BT.T)) @ _AT.T
-    direct = [[np.sum(d[i : i + 3, j : j + 3] * g) for j in range(2)] for i in range(2)]
+    d, g = rng.standard_normal((t.alpha, t.alpha)), rng.standard_normal((3, 3))
+    u = winograd.transformed_weights(g.reshape(3, 3, 1, 1), t).reshape(t.alpha, t.alpha)
+    y = t.at @ (u * (t.bt @ d @ t.bt.T)) @ t.at.T
+    direct = [[np.sum(d[i : i + 3, j : j + 3] * g) for j in range(t.m)] for i in range(t.m)]
     np.testing.assert_allclose(y, direct, rtol=1e-5, atol=1e-6)
+
+
+def _gemm_rows(mod: tvm.IRModule) -> tuple[int, int]:
+    """(positions, rows) of the Winograd GEMM: its transformed input is [a*a, rows, C]."""
+    shapes = []
+
+    def visit(node):
+        if isinstance(node, relax.Call) and getattr(node.op, "name", "") == "relax.matmul":
+            shapes.append([int(d) for d in node.args[0].ty.shape.values])
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    (shape,) = shapes
+    return shape[0], shape[1]
 
 
 def test_winograd_rewrites_stride_1_convs_on_maps_of_7x7_and_up_only():
@@ -531,13 +546,19 @@ def test_winograd_rewrites_stride_1_convs_on_maps_of_7x7_and_up_only():
     calls = _calls(cpu(_nhwc_conv_module(28)))
     assert "winograd_input" in calls and "relax.matmul" in calls
     assert "relax.nn.conv2d" not in calls
+    # F4 where an image has 16 tiles of 4x4 (13x13 and up, the last cropped): 28x28 has 49,
+    # padded to 54 GEMM rows. F2 below (12x12: 36 tiles of 2x2).
+    assert _gemm_rows(cpu(_nhwc_conv_module(28))) == (36, 54)
+    assert _gemm_rows(cpu(_nhwc_conv_module(13))) == (36, 18)
+    assert _gemm_rows(cpu(_nhwc_conv_module(12))) == (16, 36)
+    assert _gemm_rows(cpu(_nhwc_conv_module(7))) == (16, 18)
     for small_or_strided in (_nhwc_conv_module(6), _nhwc_conv_module(28, stride=2)):
         assert "relax.nn.conv2d" in _calls(cpu(small_or_strided))
     cuda = Winograd(tvm.target.Target({"kind": "cuda"}))
     assert "relax.nn.conv2d" in _calls(cuda(_nhwc_conv_module(28)))
 
 
-@pytest.mark.parametrize("size", [28, 29])  # 29: the last tile row and column are cropped
+@pytest.mark.parametrize("size", [28, 29, 10])  # F4 (29: tiles cropped); 10: F2, cropped
 def test_winograd_conv_matches_onnxruntime(tmp_path, size):
     import onnx
     from onnx import TensorProto, helper, numpy_helper

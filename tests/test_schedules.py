@@ -308,27 +308,34 @@ def test_kernels_with_extern_calls_are_left_to_the_fallback(tmp_path):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_winograd_transforms_unroll_the_tile_and_vectorise_channels():
-    from compiler.passes.winograd import _AT, _BT, _input_transform, _output_transform
+@pytest.mark.parametrize("tiles", ["F2", "F4"])
+def test_winograd_transforms_unroll_the_tile_and_vectorise_channels(tiles):
+    from compiler.passes import winograd
 
-    x, m = _random(1, 6, 6, 16), _random(16, 9, 16)
+    t = getattr(winograd, tiles)
+    m_, a = t.m, t.alpha
+    size = 3 * m_  # 3x3 tiles; the input transform pads its 9 tiles to 12 GEMM rows
+    x, m = _random(1, size, size, 16), _random(a * a, 12, 16)
     X = te.placeholder(x.shape, name="X")
     M = te.placeholder(m.shape, name="M")
-    inputs = _schedule(cpu.WinogradTransform(), _func([X], _input_transform(X, 3, 3)))
-    outputs = _schedule(
-        cpu.WinogradTransform(), _func([M], topi.nn.relu(_output_transform(M, (1, 6, 6, 16), 3, 3)))
+    inputs = _schedule(
+        cpu.WinogradTransform(), _func([X], winograd._input_transform(X, 3, 3, t, multiple=6))
     )
+    out = topi.nn.relu(winograd._output_transform(M, (1, size, size, 16), 3, 3, t))
+    outputs = _schedule(cpu.WinogradTransform(), _func([M], out))
     for func in (inputs, outputs):
         assert {"parallel", "vectorized", "unroll"} <= _loop_kinds(func)
     padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
-    tiles = np.stack(
-        [padded[0, 2 * r : 2 * r + 4, 2 * c : 2 * c + 4] for r in range(3) for c in range(3)]
-    )  # [9, 4, 4, C]
-    v = np.einsum("ai,pijc,bj->abpc", _BT, tiles, _BT).reshape(16, 9, 16)
-    np.testing.assert_allclose(_run(inputs, [x], (16, 9, 16)), v, rtol=1e-4, atol=1e-4)
-    y = np.einsum("ia,abpk,jb->pijk", _AT, m.reshape(4, 4, 9, 16), _AT)  # [9, 2, 2, K]
-    y = y.reshape(3, 3, 2, 2, 16).transpose(0, 2, 1, 3, 4).reshape(1, 6, 6, 16)
-    got = _run(outputs, [m], (1, 6, 6, 16))
+    tiles_ = np.stack(
+        [padded[0, m_ * r : m_ * r + a, m_ * c : m_ * c + a] for r in range(3) for c in range(3)]
+    )  # [9, a, a, C]
+    v = np.einsum("ai,pijc,bj->abpc", t.bt, tiles_, t.bt).reshape(a * a, 9, 16)
+    got = _run(inputs, [x], (a * a, 12, 16))
+    np.testing.assert_allclose(got[:, :9], v, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(got[:, 9:], np.repeat(got[:, 8:9], 3, axis=1))  # padding rows
+    y = np.einsum("ia,abpk,jb->pijk", t.at, m[:, :9].reshape(a, a, 9, 16), t.at)  # [9, m, m, K]
+    y = y.reshape(3, 3, m_, m_, 16).transpose(0, 2, 1, 3, 4).reshape(1, size, size, 16)
+    got = _run(outputs, [m], (1, size, size, 16))
     np.testing.assert_allclose(got, np.maximum(y, 0), rtol=1e-4, atol=1e-4)
     assert cpu.WinogradTransform().apply(_func([X], topi.nn.relu(X)), TARGET, False) is None
 

@@ -1,20 +1,26 @@
-"""Winograd: 3x3 stride-1 convolutions as Winograd F(2x2, 3x3) on CPU targets.
+"""Winograd: 3x3 stride-1 convolutions as Winograd F(4x4, 3x3) or F(2x2, 3x3) on CPU targets.
 
-Each 4x4 input tile (stride 2) is transformed (V = Bᵀ d B), multiplied channel-wise with the
-transformed weights (U = G g Gᵀ, computed here at compile time) as 16 independent matrix
-products [tiles, C] x [C, K], and transformed back into a 2x2 output tile (Y = Aᵀ M A): 16
-multiply-adds per output pixel and channel pair instead of 36. onnxruntime's CPU convolutions are
-direct; 3x3 convs are most of the time of ResNet-style nets.
+Each a x a input tile (a = m + 2, stride m) is transformed (V = Bᵀ d B), multiplied channel-wise
+with the transformed weights (U = G g Gᵀ, computed here at compile time) as a*a independent
+matrix products [tiles, C] x [C, K], and transformed back into an m x m output tile
+(Y = Aᵀ M A). Multiply-adds per output pixel and channel pair: 9 direct, 4 with F2, 2.25 with
+F4. onnxruntime's CPU convolutions are direct; 3x3 convs are most of the time of ResNet-style
+nets.
 
 Applies to NHWC/HWIO float32 convs (the layout pass runs first) with constant weights, when the
-feature map has enough tiles to amortise the transforms (`MIN_TILES`): on tiny maps the 16
-transformed weight matrices (16/9 of the weights) are streamed for few tiles. While each GEMM
-task repacked its weight panel at run time, 14x14 maps were slower this way; with the weights
-prepacked at compile time (passes/prepack_weights.py), ResNet-18 gains down to its 7x7 maps
-(whole model: 27.1 -> 23.4 ms on 2 threads, against 25.0 ms for onnxruntime).
+feature map has enough tiles to amortise the transforms (`MIN_TILES`, `tiles_for`): on tiny
+maps the a*a transformed weight matrices (a*a/9 of the weights) are streamed for few tiles.
+While each GEMM task repacked its weight panel at run time, 14x14 maps were slower this way;
+with the weights prepacked at compile time (passes/prepack_weights.py), ResNet-18 gains down to
+its 7x7 maps (whole model, F2 only: 27.1 -> 23.4 ms on 2 threads, against 25.0 ms for
+onnxruntime). The price is weight bytes: ResNet-18's weights.bin grows from 46.8 MB (direct)
+to 72.6 MB with F2 and 92.6 MB with F4 on its 14x14 and larger maps.
 """
 
 from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import tvm
@@ -24,12 +30,76 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .rewrite import rewrite_functions
 
-MIN_TILES = 16  # 2x2 output tiles per image: 7x7 maps and larger
+MIN_TILES = 16  # output tiles per image (of 4x4 for F4, 2x2 for F2): see tiles_for
 
-# F(2x2, 3x3) (Lavin & Gray, 2015): input transform Bᵀ, weight transform G, output transform Aᵀ.
-_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
-_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
-_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+
+class Tiles(NamedTuple):
+    """One Winograd F(m x m, 3x3): input transform Bᵀ [a, a], weight transform G [a, 3] and
+    output transform Aᵀ [m, a], for input tiles of a = m + 2 pixels a side."""
+
+    m: int
+    bt: np.ndarray
+    g: np.ndarray
+    at: np.ndarray
+
+    @property
+    def alpha(self) -> int:
+        return self.m + 2
+
+
+# Lavin & Gray (2015). F(2x2, 3x3): interpolation points 0, 1, -1 and infinity.
+F2 = Tiles(
+    2,
+    np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
+    np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64),
+    np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64),
+)
+# F(4x4, 3x3): points 0, 1, -1, 2, -2 and infinity. 36 products per 4x4 output tile (2.25 per
+# pixel, against 4 for F2 and 9 direct): the GEMMs do 44% fewer multiply-adds than F2's and
+# their inputs are 44% smaller. The transforms have more terms, and the rounding error grows
+# (ResNet-18 against onnxruntime: max abs diff 9.5e-6 with F2, 1.2e-5 with F4, outputs up
+# to 18).
+F4 = Tiles(
+    4,
+    np.array(
+        [
+            [4, 0, -5, 0, 1, 0],
+            [0, -4, -4, 1, 1, 0],
+            [0, 4, -4, -1, 1, 0],
+            [0, -2, -1, 2, 1, 0],
+            [0, 2, -1, -2, 1, 0],
+            [0, 4, 0, -5, 0, 1],
+        ],
+        np.float64,
+    ),
+    np.array(
+        [
+            [1 / 4, 0, 0],
+            [-1 / 6, -1 / 6, -1 / 6],
+            [-1 / 6, 1 / 6, -1 / 6],
+            [1 / 24, 1 / 12, 1 / 6],
+            [1 / 24, -1 / 12, 1 / 6],
+            [0, 0, 1],
+        ],
+        np.float64,
+    ),
+    np.array(
+        [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+        np.float64,
+    ),
+)
+
+
+def tiles_for(h: int, w: int) -> Tiles | None:
+    """F4 where an image has MIN_TILES 4x4 output tiles (13x13 maps and larger), F2 where it has
+    MIN_TILES 2x2 tiles (7x7 and larger), else None: each transformed weight matrix is read
+    once per tile row of its GEMM, so few tiles do not amortise it. ResNet-18, whole model,
+    2 threads, interleaved: F4 down to 14x14 maps 6.5% faster than F2 everywhere (19.65 ->
+    18.37 ms); down to 7x7 maps (36/9 of the weights, 2x2 tiles) it was slower than 14x14."""
+    for t in (F4, F2):
+        if -(-h // t.m) * -(-w // t.m) >= MIN_TILES:
+            return t
+    return None
 
 
 def _pick(column: np.ndarray, index, dtype: str):
@@ -42,49 +112,65 @@ def _pick(column: np.ndarray, index, dtype: str):
     return expr
 
 
-def _input_transform(x: te.Tensor, tiles_h: int, tiles_w: int) -> te.Tensor:
-    """[N, H, W, C] -> V [16, N * tiles_h * tiles_w, C], V[4a+b] = (Bᵀ d B)[a, b]: a sum of
-    16 terms written out (no reduction loop), so the kernel is elementwise and vectorises."""
+# The GEMM's rows (one per tile) are padded to a multiple of 6: TiledReduction's largest register
+# tiles (6 rows x 2 vectors, 3 x 4) need the row count to divide by them. F4's 49 tiles of a
+# 28x28 map otherwise get 7 x 1-vector tiles: its GEMMs 0.59 -> 0.36 ms standalone with 54 rows.
+TILE_MULTIPLE = 6
+
+
+def _input_transform(
+    x: te.Tensor, tiles_h: int, tiles_w: int, t: Tiles = F2, multiple: int = 1
+) -> te.Tensor:
+    """[N, H, W, C] -> V [a*a, N * tiles_h * tiles_w, C], V[a*i+j] = (Bᵀ d B)[i, j] for each
+    a x a input tile d (stride m): the terms written out (no reduction loop), so the kernel is
+    elementwise and vectorises."""
     n, h, w, c = (int(d) for d in x.shape)
-    padded = topi.nn.pad(x, [0, 1, 1, 0], [0, 2 * tiles_h + 1 - h, 2 * tiles_w + 1 - w, 0])
+    m, a = t.m, t.alpha
+    padded = topi.nn.pad(x, [0, 1, 1, 0], [0, m * tiles_h + 1 - h, m * tiles_w + 1 - w, 0])
     per_image = tiles_h * tiles_w
 
+    real = n * per_image
+    rows = -(-real // multiple) * multiple
+
     def v(e, p, ch):
-        img, t = p // per_image, p % per_image
-        row, col = (t // tiles_w) * 2, (t % tiles_w) * 2
+        if rows > real:  # rows past the last tile repeat it; nothing reads their products
+            p = tirx.min(p, real - 1)
+        img, tile = p // per_image, p % per_image
+        row, col = (tile // tiles_w) * m, (tile % tiles_w) * m
         terms = [
-            _pick(_BT[:, i], e // 4, x.dtype)
-            * _pick(_BT[:, j], e % 4, x.dtype)
+            _pick(t.bt[:, i], e // a, x.dtype)
+            * _pick(t.bt[:, j], e % a, x.dtype)
             * padded[img, row + i, col + j, ch]
-            for i in range(4)
-            for j in range(4)
+            for i in range(a)
+            for j in range(a)
         ]
         return sum(terms[1:], terms[0])
 
-    return te.compute((16, n * per_image, c), v, name="winograd_input")
+    return te.compute((a * a, rows, c), v, name="winograd_input", attrs={"winograd_tile": m})
 
 
-def _output_transform(m: te.Tensor, shape, tiles_h: int, tiles_w: int) -> te.Tensor:
-    """M [16, tiles, K] -> [N, H, W, K], each 2x2 output tile (Aᵀ M A), 16 terms written out."""
+def _output_transform(mat: te.Tensor, shape, tiles_h: int, tiles_w: int, t: Tiles = F2):
+    """M [a*a, tiles, K] -> [N, H, W, K], each m x m output tile (Aᵀ M A), terms written out."""
+    m, a = t.m, t.alpha
 
     def y(img, row, col, k):
-        p = (img * tiles_h + row // 2) * tiles_w + col // 2
+        p = (img * tiles_h + row // m) * tiles_w + col // m
         terms = [
-            _pick(_AT[:, a], row % 2, m.dtype)
-            * _pick(_AT[:, b], col % 2, m.dtype)
-            * m[a * 4 + b, p, k]
-            for a in range(4)
-            for b in range(4)
+            _pick(t.at[:, i], row % m, mat.dtype)
+            * _pick(t.at[:, j], col % m, mat.dtype)
+            * mat[i * a + j, p, k]
+            for i in range(a)
+            for j in range(a)
         ]
         return sum(terms[1:], terms[0])
 
-    return te.compute(shape, y, name="winograd_output")
+    return te.compute(shape, y, name="winograd_output", attrs={"winograd_tile": m})
 
 
-def transformed_weights(weight: np.ndarray) -> np.ndarray:
-    """HWIO [3, 3, C, K] -> U [16, C, K]."""
-    u = np.einsum("ai,ijck,bj->abck", _G, weight.astype(np.float64), _G)
-    return u.reshape(16, *weight.shape[2:]).astype(weight.dtype)
+def transformed_weights(weight: np.ndarray, t: Tiles = F2) -> np.ndarray:
+    """HWIO [3, 3, C, K] -> U [a*a, C, K]."""
+    u = np.einsum("ai,ijck,bj->abck", t.g, weight.astype(np.float64), t.g)
+    return u.reshape(t.alpha * t.alpha, *weight.shape[2:]).astype(weight.dtype)
 
 
 def _eligible(call: relax.Call) -> bool:
@@ -105,7 +191,7 @@ def _eligible(call: relax.Call) -> bool:
     if str(x.ty.dtype) != "float32" or tuple(w.value.shape[:2]) != (3, 3):
         return False
     _n, h, width, _c = (int(d) for d in shape.values)
-    return ((h + 1) // 2) * ((width + 1) // 2) >= MIN_TILES
+    return tiles_for(h, width) is not None
 
 
 @mutator
@@ -117,15 +203,22 @@ class _Rewriter(PyExprMutator):
         bb = self.builder_
         x, w = call.args
         n, h, width, _c = (int(d) for d in x.ty.shape.values)
-        tiles_h, tiles_w = (h + 1) // 2, (width + 1) // 2
-        u = relax.const(transformed_weights(w.value.numpy()))
+        t = tiles_for(h, width)
+        tiles_h, tiles_w = -(-h // t.m), -(-width // t.m)
+        u = relax.const(transformed_weights(w.value.numpy(), t))
         v = bb.emit(
-            bb.call_te(_input_transform, x, tiles_h, tiles_w, primfunc_name_hint="winograd_input")
+            bb.call_te(
+                partial(_input_transform, t=t, multiple=TILE_MULTIPLE),
+                x,
+                tiles_h,
+                tiles_w,
+                primfunc_name_hint="winograd_input",
+            )
         )
         m = bb.emit(relax.op.matmul(v, u))
         k = int(w.value.shape[3])
         return bb.call_te(
-            _output_transform,
+            partial(_output_transform, t=t),  # (call_te takes tensors and scalars only)
             m,
             (n, h, width, k),
             tiles_h,

@@ -465,9 +465,9 @@ class ParallelFallback(CPUScheduleRule):
 
 class WinogradTransform(CPUScheduleRule):
     """The input and output transforms of passes/winograd.py (blocks named winograd_*), with
-    what FuseOps fused into them: one parallel task per tile row, the 4x4 (or 2x2) positions of
-    a tile unrolled so that their transform coefficients fold to constants, the channels
-    vectorised."""
+    what FuseOps fused into them: one parallel task per tile row, the positions of a tile
+    (a x a in, m x m out; the block's `winograd_tile` annotation gives m) unrolled so that
+    their transform coefficients fold to constants, the channels vectorised."""
 
     @_fits
     def apply(self, sch, blocks, target):
@@ -488,8 +488,9 @@ class WinogradTransform(CPUScheduleRule):
                 _vectorise_inner(sch, channel, lanes)
             elif name == "winograd_output" and len(loops) >= 3:  # [n,] row, col, k
                 *lead, row, col, channel = loops  # (a batch of 1 has no loop)
-                tile_row, i = sch.split(row, factors=[None, 2])
-                tile_col, j = sch.split(col, factors=[None, 2])
+                m = int(sch.get(block.block_rv).annotations.get("winograd_tile", 2))
+                tile_row, i = sch.split(row, factors=[None, m])
+                tile_col, j = sch.split(col, factors=[None, m])
                 sch.reorder(*lead, tile_row, tile_col, i, j, channel)
                 run_parallel(sch, sch.fuse(*lead, tile_row) if lead else tile_row)
                 sch.unroll(i)
