@@ -6,6 +6,8 @@ compiled, run, and compared with numpy.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tvm
@@ -308,6 +310,25 @@ def test_kernels_with_extern_calls_are_left_to_the_fallback(tmp_path):
     np.testing.assert_array_equal(got, expected)
 
 
+def _allocations(func: tirx.PrimFunc) -> dict[str, list[int]]:
+    """Intermediate buffers and their shapes once TVM's lowering has placed and compacted them."""
+    from tvm.s_tir import transform as st
+
+    mod = tvm.IRModule({"main": func})
+    for step in (
+        st.PlanAndUpdateBufferAllocationLocation(),
+        st.ConvertBlocksToOpaque(),
+        st.CompactBufferAllocation(),
+    ):
+        mod = step(mod)
+    found = {}  # (TVM 0.27 has no TIR visitor in Python: read the script)
+    for name, shape in re.findall(
+        r"(\w+) = T\.(?:sblock_)?alloc_buffer\(\(([^)]*)\)", mod.script()
+    ):
+        found[name] = [int(d) for d in shape.split(",") if d.strip()]
+    return found
+
+
 @pytest.mark.parametrize("tiles", ["F2", "F4"])
 def test_winograd_transforms_unroll_the_tile_and_vectorise_channels(tiles):
     from compiler.passes import winograd
@@ -323,8 +344,12 @@ def test_winograd_transforms_unroll_the_tile_and_vectorise_channels(tiles):
     )
     out = topi.nn.relu(winograd._output_transform(M, (1, size, size, 16), 3, 3, t))
     outputs = _schedule(cpu.WinogradTransform(), _func([M], out))
-    for func in (inputs, outputs):
+    for func, half in ((inputs, (a, a)), (outputs, (m_, a))):
         assert {"parallel", "vectorized", "unroll"} <= _loop_kinds(func)
+        # each transform's first pass is computed for one tile and one vector of channels
+        assert _allocations(func) == {
+            f"winograd_{'input' if half[0] == a else 'output'}_rows": [*half, 1, 8]
+        }
     padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
     tiles_ = np.stack(
         [padded[0, m_ * r : m_ * r + a, m_ * c : m_ * c + a] for r in range(3) for c in range(3)]

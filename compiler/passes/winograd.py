@@ -118,51 +118,61 @@ def _pick(column: np.ndarray, index, dtype: str):
 TILE_MULTIPLE = 6
 
 
+def _sum(terms):
+    return sum(terms[1:], terms[0])
+
+
 def _input_transform(
     x: te.Tensor, tiles_h: int, tiles_w: int, t: Tiles = F2, multiple: int = 1
 ) -> te.Tensor:
-    """[N, H, W, C] -> V [a*a, N * tiles_h * tiles_w, C], V[a*i+j] = (Bᵀ d B)[i, j] for each
-    a x a input tile d (stride m): the terms written out (no reduction loop), so the kernel is
-    elementwise and vectorises."""
+    """[N, H, W, C] -> V [a*a, rows, C], V[a*i+j] = (Bᵀ d B)[i, j] for each a x a input tile d
+    (stride m), in two passes: the tile's columns (`winograd_input_rows`: Bᵀ d), then its rows.
+    The terms are written out (no reduction loop), so both are elementwise and vectorise.
+    `rows`: the N * tiles_h * tiles_w tiles rounded up to a multiple of `multiple`."""
     n, h, w, c = (int(d) for d in x.shape)
     m, a = t.m, t.alpha
     padded = topi.nn.pad(x, [0, 1, 1, 0], [0, m * tiles_h + 1 - h, m * tiles_w + 1 - w, 0])
     per_image = tiles_h * tiles_w
-
     real = n * per_image
     rows = -(-real // multiple) * multiple
 
-    def v(e, p, ch):
+    def corner(p):
         if rows > real:  # rows past the last tile repeat it; nothing reads their products
             p = tirx.min(p, real - 1)
         img, tile = p // per_image, p % per_image
-        row, col = (tile // tiles_w) * m, (tile % tiles_w) * m
-        terms = [
-            _pick(t.bt[:, i], e // a, x.dtype)
-            * _pick(t.bt[:, j], e % a, x.dtype)
-            * padded[img, row + i, col + j, ch]
-            for i in range(a)
-            for j in range(a)
-        ]
-        return sum(terms[1:], terms[0])
+        return img, (tile // tiles_w) * m, (tile % tiles_w) * m
+
+    def bt_d(i, j, p, ch):  # (Bᵀ d)[i, j]
+        img, row, col = corner(p)
+        return _sum(
+            [_pick(t.bt[:, r], i, x.dtype) * padded[img, row + r, col + j, ch] for r in range(a)]
+        )
+
+    half = te.compute((a, a, rows, c), bt_d, name="winograd_input_rows")
+
+    def v(e, p, ch):  # ((Bᵀ d) B)[i, j]
+        i, j = e // a, e % a
+        return _sum([_pick(t.bt[:, s], j, x.dtype) * half[i, s, p, ch] for s in range(a)])
 
     return te.compute((a * a, rows, c), v, name="winograd_input", attrs={"winograd_tile": m})
 
 
 def _output_transform(mat: te.Tensor, shape, tiles_h: int, tiles_w: int, t: Tiles = F2):
-    """M [a*a, tiles, K] -> [N, H, W, K], each m x m output tile (Aᵀ M A), terms written out."""
+    """M [a*a, tiles, K] -> [N, H, W, K], each m x m output tile Aᵀ M A in two passes: Aᵀ M
+    (`winograd_output_rows`), then its rows; terms written out."""
     m, a = t.m, t.alpha
+    tiles = int(mat.shape[1])
 
-    def y(img, row, col, k):
+    def at_m(i, j, p, k):  # (Aᵀ M)[i, j]
+        return _sum([_pick(t.at[:, r], i, mat.dtype) * mat[r * a + j, p, k] for r in range(a)])
+
+    half = te.compute((m, a, tiles, int(mat.shape[2])), at_m, name="winograd_output_rows")
+
+    def y(img, row, col, k):  # ((Aᵀ M) A)[row % m, col % m]
         p = (img * tiles_h + row // m) * tiles_w + col // m
-        terms = [
-            _pick(t.at[:, i], row % m, mat.dtype)
-            * _pick(t.at[:, j], col % m, mat.dtype)
-            * mat[i * a + j, p, k]
-            for i in range(a)
-            for j in range(a)
-        ]
-        return sum(terms[1:], terms[0])
+        return _sum(
+            [_pick(t.at[:, s], col % m, mat.dtype) * half[row % m, s, p, k] for s in range(a)]
+        )
 
     return te.compute(shape, y, name="winograd_output", attrs={"winograd_tile": m})
 

@@ -477,28 +477,66 @@ class WinogradTransform(CPUScheduleRule):
         if not all(_spatial(b) for b in blocks):
             return None
         lanes = vector_lanes(target)
+        halves = {}  # the first pass of a separable transform, computed where its reader is
         for block in _inline_around_transforms(sch, blocks):
             name = sch.get(block.block_rv).name_hint
             loops = sch.get_loops(block.block_rv)
-            if name == "winograd_input" and len(loops) == 3:  # position, tile, channel
+            if name.endswith("_rows"):
+                halves[name.removesuffix("_rows")] = block.block_rv
+            elif name == "winograd_input" and len(loops) == 3:  # position, tile, channel
                 position, tile, channel = loops
-                sch.reorder(tile, position, channel)
+                outer, inner = _split_vector(sch, channel, lanes)
+                if inner is None:  # no whole vectors: one tile's channels at a time
+                    sch.reorder(tile, position, channel)
+                    outer = tile
+                else:
+                    sch.reorder(tile, outer, position, inner)
                 run_parallel(sch, tile)
                 sch.unroll(position)
-                _vectorise_inner(sch, channel, lanes)
+                self._compute_half(sch, halves.get(name), outer, lanes)
             elif name == "winograd_output" and len(loops) >= 3:  # [n,] row, col, k
                 *lead, row, col, channel = loops  # (a batch of 1 has no loop)
                 m = int(sch.get(block.block_rv).annotations.get("winograd_tile", 2))
                 tile_row, i = sch.split(row, factors=[None, m])
                 tile_col, j = sch.split(col, factors=[None, m])
-                sch.reorder(*lead, tile_row, tile_col, i, j, channel)
+                outer, inner = _split_vector(sch, channel, lanes)
+                if inner is None:
+                    sch.reorder(*lead, tile_row, tile_col, i, j, channel)
+                    outer = tile_col
+                else:
+                    sch.reorder(*lead, tile_row, tile_col, outer, i, j, inner)
                 run_parallel(sch, sch.fuse(*lead, tile_row) if lead else tile_row)
                 sch.unroll(i)
                 sch.unroll(j)
-                _vectorise_inner(sch, channel, lanes)
+                self._compute_half(sch, halves.get(name), outer, lanes)
             else:
                 schedule_injective(sch, block.block_rv, lanes)
         return sch
+
+    @staticmethod
+    def _compute_half(sch, half, loop, lanes: int) -> None:
+        """The transform's first pass, computed for one vector of channels of one tile inside
+        the loop over them: a few dozen vectors that stay in L1."""
+        if half is None:
+            return
+        sch.compute_at(half, loop)
+        loops = sch.get_loops(half)
+        at = next(k for k, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(loop)))
+        *positions, channel = loops[at + 1 :]
+        for position in positions:
+            sch.unroll(position)
+        if _extent(sch, channel) == lanes:
+            sch.vectorize(channel)
+
+
+def _split_vector(sch, loop, lanes: int):
+    """(outer, inner) with `inner` one vector of lanes, vectorised; (loop, None) otherwise."""
+    extent = _extent(sch, loop)
+    if not extent or extent % lanes:
+        return loop, None
+    outer, inner = sch.split(loop, factors=[None, lanes])
+    sch.vectorize(inner)
+    return outer, inner
 
 
 def _inline_around_transforms(sch, blocks) -> list:
@@ -518,9 +556,3 @@ def _inline_around_transforms(sch, blocks) -> list:
             except s_tir.ScheduleError:
                 kept.append(block)
     return kept
-
-
-def _vectorise_inner(sch, loop, lanes: int) -> None:
-    extent = _extent(sch, loop)
-    if extent and extent % lanes == 0:
-        sch.vectorize(sch.split(loop, factors=[None, lanes])[1])
