@@ -107,6 +107,7 @@ def tune(path: Path, args: argparse.Namespace) -> dict:
     else:
         raise RuntimeError(f"mlc tune failed (exit {proc.returncode})")
     keep = ("records", "est_model_ms", "out_of_time", "tuned_now", "tasks", "model_check")
+    keep += ("seconds", "check_seconds")  # mlc tune's own time, and its in-model check's
     return {"tune_minutes": minutes, "trials": trials, "db": str(db)} | {
         k: summary[k] for k in keep if k in summary
     }

@@ -114,6 +114,7 @@ class TuneSummary:
     target: str
     result: Any  # schedules.tuning.TuneResult: per-kernel trials, best times, statuses
     seconds: float
+    check_seconds: float = 0.0  # of `seconds`, the in-model check of the new records
 
     def to_json(self) -> dict[str, Any]:
         data = self.result.to_json()
@@ -124,6 +125,7 @@ class TuneSummary:
             "tuned_now": sum(k["status"] in ("tuned", "out of time") for k in kernels),
             **data,
             "seconds": round(self.seconds, 1),
+            "check_seconds": round(self.check_seconds, 1),
         }
 
 
@@ -163,9 +165,11 @@ def tune_model(
     mod, _weights = prepare(imported, options, target)
     result = tune(mod, target, options, settings, progress)
     del mod
+    t_check = time.perf_counter()
     if settings.model_check and result.records and target.device == "cpu":
         result = _check_in_model(imported, target, options, result, progress)
-    return TuneSummary(preset.name, result, time.perf_counter() - t0)
+    done = time.perf_counter()
+    return TuneSummary(preset.name, result, done - t0, done - t_check)
 
 
 def _check_fixed_sizes(imported, model_path) -> None:

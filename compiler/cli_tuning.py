@@ -83,12 +83,18 @@ def _ms_or_none(ms: float | None) -> str:
     return "-" if ms is None else f"{ms:.4g} ms"
 
 
+def _check_part(summary) -> str:
+    seconds = summary.check_seconds
+    return f" (the in-model check {seconds:.0f} s of it)" if seconds >= 0.5 else ""
+
+
 def print_tune_summary(model, summary) -> None:
     data = summary.to_json()
     r = summary.result
     click.echo(
         f"tuned {model} for {summary.target} with {r.threads} threads in "
-        f"{summary.seconds:.0f} s: {r.trials} trials measured now, {r.records} records in {r.db}"
+        f"{summary.seconds:.0f} s{_check_part(summary)}: {r.trials} trials measured now, "
+        f"{r.records} records in {r.db}"
     )
     for k in data["kernels"]:
         best = "-" if k["best_ms"] is None else f"{k['best_ms']:.4g} ms"

@@ -406,6 +406,9 @@ def test_interrupted_and_killed_tuners_keep_their_records_and_the_next_run_conti
     r = mlc_subprocess("tune", model, "--db", db, "--trials", "40", "--json")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
+    # the in-model check's time (when new records needed one) is reported apart, within the total
+    assert 0 <= summary["check_seconds"] < summary["seconds"]
+    assert (summary["check_seconds"] > 0) == (summary["model_check"] is not None)
     after = log.read()
     assert kept <= {json.dumps(r["record"]) for r in after.records}  # nothing lost
     tuned_before, tuned_after = _tuned(before), _tuned(after)  # baseline records aside
