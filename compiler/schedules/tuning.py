@@ -21,7 +21,7 @@ import time
 from ..errors import BuildError, UsageError
 from ..targets import ResolvedTarget
 from ..tuning_db import LogContents, TuningLog, open_log
-from .cost import MIN_SHARE, kernel_seconds
+from .cost import MIN_SHARE, kernel_seconds, rule_only
 from .records import database_key, measuring_threads
 from .tuning_plan import (
     Progress,
@@ -165,6 +165,8 @@ def _plan(fused, tvm_target, contents: LogContents, budget: int) -> list[TaskSta
         task.trials, task.best_s = contents.trials(workload), contents.best(workload)
         if func.attrs and func.attrs.get("tirx.is_scheduled"):
             task.status = "scheduled"  # a library kernel, nothing to tune
+        elif rule_only(func["main"] if hasattr(func, "functions") else func):
+            task.status = "by rule"  # a Winograd transform: its rule's schedule (cost.py)
         tasks.append(task)
     total = sum(t.calls * t.estimate_s for t in tasks) or 1.0
     for t in tasks:

@@ -30,7 +30,7 @@ class TaskState:
     target: int = 0  # trials this task should have in the database
     trials: int = 0  # trials it has
     best_s: float | None = None
-    status: str = "pending"  # pending, cheap, tuned, already tuned, exhausted, out of time
+    status: str = "pending"  # pending, cheap, by rule, tuned, already tuned, exhausted, out of time
     extracted: object = field(default=None, repr=False)
     baseline_done: bool = False  # the default schedule was measured in this run
 
