@@ -344,12 +344,15 @@ def test_winograd_transforms_unroll_the_tile_and_vectorise_channels(tiles):
     )
     out = topi.nn.relu(winograd._output_transform(M, (1, size, size, 16), 3, 3, t))
     outputs = _schedule(cpu.WinogradTransform(), _func([M], out))
-    for func, half in ((inputs, (a, a)), (outputs, (m_, a))):
+    lanes = cpu.vector_lanes(TARGET)
+    first = winograd.FIRST_PASS
+    for func, half, shape in (
+        (inputs, first[winograd.INPUT], [a, a]),
+        (outputs, first[winograd.OUTPUT], [m_, a]),
+    ):
         assert {"parallel", "vectorized", "unroll"} <= _loop_kinds(func)
         # each transform's first pass is computed for one tile and one vector of channels
-        assert _allocations(func) == {
-            f"winograd_{'input' if half[0] == a else 'output'}_rows": [*half, 1, 8]
-        }
+        assert _allocations(func) == {half: [*shape, 1, lanes]}
     padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
     tiles_ = np.stack(
         [padded[0, m_ * r : m_ * r + a, m_ * c : m_ * c + a] for r in range(3) for c in range(3)]

@@ -30,6 +30,12 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .rewrite import rewrite_functions
 
+# The transforms' block names and the annotation that gives m: schedules/cpu.py's
+# WinogradTransform and schedules/cost.py's rule_only find the transforms by them.
+INPUT, OUTPUT = "winograd_input", "winograd_output"
+FIRST_PASS = {INPUT: "winograd_input_rows", OUTPUT: "winograd_output_rows"}
+TILE_ATTR = "winograd_tile"
+
 MIN_TILES = 16  # output tiles per image (of 4x4 for F4, 2x2 for F2): see tiles_for
 
 
@@ -123,7 +129,7 @@ def _sum(terms):
 
 
 def _input_transform(
-    x: te.Tensor, tiles_h: int, tiles_w: int, t: Tiles = F2, multiple: int = 1
+    x: te.Tensor, tiles_h: int, tiles_w: int, t: Tiles, multiple: int = 1
 ) -> te.Tensor:
     """[N, H, W, C] -> V [a*a, rows, C], V[a*i+j] = (Bᵀ d B)[i, j] for each a x a input tile d
     (stride m), in two passes: the tile's columns (`winograd_input_rows`: Bᵀ d), then its rows.
@@ -148,16 +154,16 @@ def _input_transform(
             [_pick(t.bt[:, r], i, x.dtype) * padded[img, row + r, col + j, ch] for r in range(a)]
         )
 
-    half = te.compute((a, a, rows, c), bt_d, name="winograd_input_rows")
+    half = te.compute((a, a, rows, c), bt_d, name=FIRST_PASS[INPUT])
 
     def v(e, p, ch):  # ((Bᵀ d) B)[i, j]
         i, j = e // a, e % a
         return _sum([_pick(t.bt[:, s], j, x.dtype) * half[i, s, p, ch] for s in range(a)])
 
-    return te.compute((a * a, rows, c), v, name="winograd_input", attrs={"winograd_tile": m})
+    return te.compute((a * a, rows, c), v, name=INPUT, attrs={TILE_ATTR: m})
 
 
-def _output_transform(mat: te.Tensor, shape, tiles_h: int, tiles_w: int, t: Tiles = F2):
+def _output_transform(mat: te.Tensor, shape, tiles_h: int, tiles_w: int, t: Tiles):
     """M [a*a, tiles, K] -> [N, H, W, K], each m x m output tile Aᵀ M A in two passes: Aᵀ M
     (`winograd_output_rows`), then its rows; terms written out."""
     m, a = t.m, t.alpha
@@ -166,7 +172,7 @@ def _output_transform(mat: te.Tensor, shape, tiles_h: int, tiles_w: int, t: Tile
     def at_m(i, j, p, k):  # (Aᵀ M)[i, j]
         return _sum([_pick(t.at[:, r], i, mat.dtype) * mat[r * a + j, p, k] for r in range(a)])
 
-    half = te.compute((m, a, tiles, int(mat.shape[2])), at_m, name="winograd_output_rows")
+    half = te.compute((m, a, tiles, int(mat.shape[2])), at_m, name=FIRST_PASS[OUTPUT])
 
     def y(img, row, col, k):  # ((Aᵀ M) A)[row % m, col % m]
         p = (img * tiles_h + row // m) * tiles_w + col // m
@@ -174,10 +180,10 @@ def _output_transform(mat: te.Tensor, shape, tiles_h: int, tiles_w: int, t: Tile
             [_pick(t.at[:, s], col % m, mat.dtype) * half[row % m, s, p, k] for s in range(a)]
         )
 
-    return te.compute(shape, y, name="winograd_output", attrs={"winograd_tile": m})
+    return te.compute(shape, y, name=OUTPUT, attrs={TILE_ATTR: m})
 
 
-def transformed_weights(weight: np.ndarray, t: Tiles = F2) -> np.ndarray:
+def transformed_weights(weight: np.ndarray, t: Tiles) -> np.ndarray:
     """HWIO [3, 3, C, K] -> U [a*a, C, K]."""
     u = np.einsum("ai,ijck,bj->abck", t.g, weight.astype(np.float64), t.g)
     return u.reshape(t.alpha * t.alpha, *weight.shape[2:]).astype(weight.dtype)
@@ -222,7 +228,7 @@ class _Rewriter(PyExprMutator):
                 x,
                 tiles_h,
                 tiles_w,
-                primfunc_name_hint="winograd_input",
+                primfunc_name_hint=INPUT,
             )
         )
         m = bb.emit(relax.op.matmul(v, u))
@@ -233,7 +239,7 @@ class _Rewriter(PyExprMutator):
             (n, h, width, k),
             tiles_h,
             tiles_w,
-            primfunc_name_hint="winograd_output",
+            primfunc_name_hint=OUTPUT,
         )
 
 

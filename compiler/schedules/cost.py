@@ -134,18 +134,16 @@ def kernel_costs(mod) -> dict[str, KernelCost]:
     }
 
 
-# Kernels that a dedicated default rule schedules and tuning leaves alone: the Winograd transforms
-# (blocks of passes/winograd.py). Each is 1-2% of a model, and MetaSchedule is slow on them: on
-# ResNet-18's fused output + input transform, its first 16 candidates took over 400 s, which
-# made a `mlc tune --time 180s` run for 411 s.
-RULE_ONLY_BLOCKS = ("winograd_input", "winograd_output")
-
-
 def rule_only(func) -> bool:
-    """Whether the PrimFunc `func` is one that tuning leaves to its rule (RULE_ONLY_BLOCKS).
-    (TVM 0.27 has no TIR visitor in Python: the block names are read from the script.)"""
+    """Whether the PrimFunc `func` is one that tuning leaves to its default rule: a Winograd
+    transform (passes/winograd.py). Each is 1-2% of a model, and MetaSchedule is slow on them:
+    on ResNet-18's fused output + input transform its first 16 candidates took over 400 s,
+    which made a `mlc tune --time 180s` run for 411 s. (TVM 0.27 has no TIR visitor in Python:
+    the block names are read from the script.)"""
+    from ..passes.winograd import INPUT, OUTPUT
+
     text = func.script()
-    return any(f'T.sblock("{name}")' in text for name in RULE_ONLY_BLOCKS)
+    return any(f'T.sblock("{name}")' in text for name in (INPUT, OUTPUT))
 
 
 def worth_tuning(costs: dict[str, KernelCost]) -> set[str]:

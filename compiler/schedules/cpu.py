@@ -464,26 +464,29 @@ class ParallelFallback(CPUScheduleRule):
 
 
 class WinogradTransform(CPUScheduleRule):
-    """The input and output transforms of passes/winograd.py (blocks named winograd_*), with
+    """The input and output transforms of passes/winograd.py (found by their block names), with
     what FuseOps fused into them: one parallel task per tile row, the positions of a tile
-    (a x a in, m x m out; the block's `winograd_tile` annotation gives m) unrolled so that
+    (a x a in, m x m out; the block's TILE_ATTR annotation gives m) unrolled so that
     their transform coefficients fold to constants, the channels vectorised."""
 
     @_fits
     def apply(self, sch, blocks, target):
+        from ..passes.winograd import FIRST_PASS, INPUT, OUTPUT, TILE_ATTR
+
         names = [sch.get(b.block_rv).name_hint for b in blocks]
-        if "winograd_input" not in names and "winograd_output" not in names:
+        if INPUT not in names and OUTPUT not in names:
             return None
         if not all(_spatial(b) for b in blocks):
             return None
         lanes = vector_lanes(target)
-        halves = {}  # the first pass of a separable transform, computed where its reader is
-        for block in _inline_around_transforms(sch, blocks):
+        firsts = {first: transform for transform, first in FIRST_PASS.items()}
+        halves = {}  # each transform's first pass, computed where the transform reads it
+        for block in _inline_around_transforms(sch, blocks, {INPUT, OUTPUT, *firsts}):
             name = sch.get(block.block_rv).name_hint
             loops = sch.get_loops(block.block_rv)
-            if name.endswith("_rows"):
-                halves[name.removesuffix("_rows")] = block.block_rv
-            elif name == "winograd_input" and len(loops) == 3:  # position, tile, channel
+            if name in firsts:
+                halves[firsts[name]] = block.block_rv
+            elif name == INPUT and len(loops) == 3:  # position, tile, channel
                 position, tile, channel = loops
                 outer, inner = _split_vector(sch, channel, lanes)
                 if inner is None:  # no whole vectors: one tile's channels at a time
@@ -494,9 +497,9 @@ class WinogradTransform(CPUScheduleRule):
                 run_parallel(sch, tile)
                 sch.unroll(position)
                 self._compute_half(sch, halves.get(name), outer, lanes)
-            elif name == "winograd_output" and len(loops) >= 3:  # [n,] row, col, k
+            elif name == OUTPUT and len(loops) >= 3:  # [n,] row, col, k
                 *lead, row, col, channel = loops  # (a batch of 1 has no loop)
-                m = int(sch.get(block.block_rv).annotations.get("winograd_tile", 2))
+                m = int(sch.get(block.block_rv).annotations[TILE_ATTR])
                 tile_row, i = sch.split(row, factors=[None, m])
                 tile_col, j = sch.split(col, factors=[None, m])
                 outer, inner = _split_vector(sch, channel, lanes)
@@ -539,13 +542,13 @@ def _split_vector(sch, loop, lanes: int):
     return outer, inner
 
 
-def _inline_around_transforms(sch, blocks) -> list:
-    """Inline padding, bias, activation and layout blocks into the transforms; never one
-    transform into another (an output transform inlined into the next conv's input transform
-    would be recomputed for each of the 16 reads of every pixel)."""
+def _inline_around_transforms(sch, blocks, transforms: set) -> list:
+    """Inline padding, bias, activation and layout blocks into the transforms (the blocks named
+    in `transforms`); never one transform into another (an output transform inlined into the
+    next conv's input transform would be recomputed for each of the 16 reads of every pixel)."""
     kept = []
     for block in blocks:
-        if sch.get(block.block_rv).name_hint.startswith("winograd_"):
+        if sch.get(block.block_rv).name_hint in transforms:
             kept.append(block)
             continue
         try:

@@ -159,13 +159,14 @@ def _plan(fused, tvm_target, contents: LogContents, budget: int) -> list[TaskSta
     for extracted in ms.relax_integration.extract_tasks(fused, tvm_target):
         func = extracted.dispatched[0]
         workload = workload_hash(func)
-        estimate = kernel_seconds(func["main"] if hasattr(func, "functions") else func)
+        prim = func["main"] if hasattr(func, "functions") else func
+        estimate = kernel_seconds(prim)
         task = TaskState(extracted.task_name, workload, int(extracted.weight), estimate)
         task.extracted = extracted
         task.trials, task.best_s = contents.trials(workload), contents.best(workload)
         if func.attrs and func.attrs.get("tirx.is_scheduled"):
             task.status = "scheduled"  # a library kernel, nothing to tune
-        elif rule_only(func["main"] if hasattr(func, "functions") else func):
+        elif rule_only(prim):
             task.status = "by rule"  # a Winograd transform: its rule's schedule (cost.py)
         tasks.append(task)
     total = sum(t.calls * t.estimate_s for t in tasks) or 1.0
