@@ -79,8 +79,10 @@ def _parse_dims(_ctx, _param, values: tuple[str, ...]) -> dict[str, int]:
                 f"{value!r} is a range; this command needs one size, e.g. "
                 f"{value.split('=')[0]}=1 (ranges are for `mlc compile`)"
             )
-        if not match or int(match.group(2)) < 1:
+        if not match:
             raise click.BadParameter(f"{value!r} is not NAME=VALUE, expected e.g. batch=1")
+        if int(match.group(2)) < 1:
+            raise click.BadParameter(f"{value!r} needs a size of at least 1, e.g. batch=1")
         dims[match.group(1)] = int(match.group(2))
     return dims
 

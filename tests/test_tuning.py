@@ -274,6 +274,10 @@ def test_symbolic_dims_must_be_pinned_to_tune(model_dir, tmp_path):
     r = mlc("tune", model_dir / "convnet.onnx", "--db", tmp_path / "db", "--dim", "N=1..8")
     assert r.exit_code == 2 and "'N=1..8' is a range; this command needs one size" in r.stderr
     assert not (tmp_path / "db").exists()
+    r = mlc("tune", model_dir / "convnet.onnx", "--db", tmp_path / "db", "--dim", "N=0")
+    assert r.exit_code == 2
+    assert "'N=0' needs a size of at least 1, e.g. batch=1" in r.stderr.splitlines()[0]
+    assert not (tmp_path / "db").exists()
 
 
 def test_cross_target_tuning_is_refused(model_dir, tmp_path):
