@@ -39,20 +39,20 @@ def _run_both(tmp_path, model, inputs):
 def test_conv_weights_are_stored_packed_and_results_match(tmp_path):
     """A 3x3 conv's [O, I, 3, 3] weight becomes [O / tile, 3, 3, I, tile] (NHWC kernels read
     one tile of output channels at a time); with the pass disabled it keeps its layout."""
-    w = rand(64, 8, 3, 3) * 0.2
+    w = rand(256, 8, 3, 3) * 0.2  # wider than one register tile on AVX2 and AVX-512
     model = make_model(
         [
             h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
             h.make_node("Relu", ["c"], ["y"]),
         ],
         [vi("x", [1, 8, 6, 6])],  # (too small a map for Winograd)
-        [vi("y", [1, 64, 6, 6])],
+        [vi("y", [1, 256, 6, 6])],
         [const("w", w)],
     )
     packed, unpacked = _run_both(tmp_path, model, {"x": rand(1, 8, 6, 6)})
     (shape,) = [s for n, s in packed.items() if n.endswith(".packed")]
-    assert len(shape) == 5 and shape[0] * shape[-1] == 64 and shape[1:4] == (3, 3, 8)
-    assert list(unpacked.values()) == [(3, 3, 8, 64)]  # HWIO after ConvertLayout, as it was
+    assert len(shape) == 5 and shape[0] * shape[-1] == 256 and shape[1:4] == (3, 3, 8)
+    assert list(unpacked.values()) == [(3, 3, 8, 256)]  # HWIO after ConvertLayout, as it was
 
 
 def test_gemv_weights_are_packed_into_register_tile_streams(tmp_path):

@@ -32,9 +32,11 @@ from .cpu import (
     _vars_in,
     _vector_tile,
     cores,
+    fitting_lanes,
     run_parallel,
     schedule_injective,
     vector_lanes,
+    vector_registers,
     write_back_with_epilogue,
 )
 
@@ -88,7 +90,7 @@ class DepthwiseProject(CPUScheduleRule):
         kinds = conv.dom_kind()
         if window_plan is None or not kinds.startswith("S") or kinds.strip("S") != "R":
             return None
-        conv_plan = _plan_tiles(sch, conv, lanes)
+        conv_plan = _plan_tiles(sch, conv, lanes, vector_registers(target))
         if conv_plan is None:
             return None
         kept = _inline_producers(sch, blocks[:first])
@@ -133,6 +135,7 @@ def _plan(sch, main, lanes: int) -> tuple[int, int] | None:
         return None
     if not _is_window(sch.get(main.block_rv), iters, spatial):
         return None
+    lanes = fitting_lanes(channels, lanes)
     vector = lanes if channels % lanes == 0 else _vector_tile(channels, lanes, widths=(1,))
     if vector is None:
         return None
