@@ -558,7 +558,18 @@ def test_winograd_rewrites_stride_1_convs_on_maps_of_7x7_and_up_only():
     assert "relax.nn.conv2d" in _calls(cuda(_nhwc_conv_module(28)))
 
 
-@pytest.mark.parametrize("size", [28, 29, 10])  # F4 (29: tiles cropped); 10: F2, cropped
+def test_winograd_on_avx512_needs_twice_the_tiles():
+    """16-lane vectors: 32 tiles per image. F4 from 28x28 (49 tiles), F2 on 14x14 (49 tiles of
+    2x2, where F4 has 16), direct on 7x7 (16 tiles of 2x2)."""
+    from compiler.passes.winograd import Winograd
+
+    avx512 = Winograd(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"}))
+    assert _gemm_rows(avx512(_nhwc_conv_module(28))) == (36, 54)
+    assert _gemm_rows(avx512(_nhwc_conv_module(14))) == (16, 54)
+    assert "relax.nn.conv2d" in _calls(avx512(_nhwc_conv_module(7)))
+
+
+@pytest.mark.parametrize("size", [28, 29, 11])  # F4 (29: tiles cropped); 11: F2, cropped
 def test_winograd_conv_matches_onnxruntime(tmp_path, size):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
