@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import assert_matches_onnxruntime, random_inputs
+from conftest import assert_matches_onnxruntime, mlc_subprocess, random_inputs
 
 from compiler.api import load_bundle
 from compiler.reference import run_reference
@@ -114,3 +114,37 @@ def test_concurrent_calls_from_threads(bundles):
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_a_slice_of_a_matmul_result(tmp_path):
+    """MatMul -> Slice (40 of 64 rows) -> Relu fuses into one kernel. Its write-back used to
+    apply the slice over all 64 rows, writing past the end of the output: the process died of
+    heap corruption. Run in a process of its own, so that a regression fails this test alone."""
+    import onnx
+    from onnx import helper as h
+    from onnx_cases import const, make_model, rand, vi
+
+    ints = lambda v: np.array([v], np.int64)  # noqa: E731
+    model = make_model(
+        [
+            h.make_node("MatMul", ["x", "w"], ["m"]),
+            h.make_node("Slice", ["m", "start", "end", "axis"], ["s"]),
+            h.make_node("Relu", ["s"], ["y"]),
+        ],
+        [vi("x", [64, 96])],
+        [vi("y", [40, 80])],
+        [
+            const("w", rand(96, 80)),
+            const("start", ints(0)),
+            const("end", ints(40)),
+            const("axis", ints(0)),
+        ],
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    compiled = mlc_subprocess(
+        "compile", tmp_path / "m.onnx", "--target", "x86", "-o", tmp_path / "b"
+    )
+    assert compiled.returncode == 0, compiled.stderr
+    for _ in range(3):
+        ran = mlc_subprocess("run", tmp_path / "b", "--check", tmp_path / "m.onnx")
+        assert ran.returncode == 0, ran.stderr

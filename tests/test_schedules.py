@@ -119,6 +119,26 @@ def test_avx512_register_tiles_use_its_32_registers(columns):
         np.testing.assert_allclose(got.numpy(), np.maximum(a @ b, 0), rtol=1e-4, atol=1e-4)
 
 
+def test_an_epilogue_that_reads_part_of_the_result_is_not_fused_into_the_write_back():
+    """A matmul whose epilogue keeps 40 of its 64 rows (a slice fused after it). Inlined into
+    the write-back, the epilogue ran over all 64 rows and wrote 24 rows past the end of its
+    40-row output: heap corruption. It now stays a block of its own, over its own 40 rows."""
+    a, b = _random(64, 96), _random(96, 80)
+    A = te.placeholder(a.shape, name="A")
+    B = te.placeholder(b.shape, name="B")
+    C = topi.matmul(A, B)
+    D = te.compute((40, 80), lambda i, j: C[i, j] * 2.0, name="D")
+    func = _schedule(cpu.TiledReduction(), _func([A, B], D))
+    sch = s_tir.Schedule(func)
+    writers = [
+        sch.get(block).name_hint
+        for block in sch.get_child_blocks(sch.get_sblock("root"))
+        if any(w.source.name == "D" for w in sch.get(block).writes)
+    ]
+    assert writers == ["D"]
+    np.testing.assert_allclose(_run(func, [a, b], (40, 80)), (a @ b)[:40] * 2, rtol=1e-4, atol=1e-4)
+
+
 def test_gemv_streams_without_rows():
     x, w = _random(1, 256), _random(256, 200)
     X = te.placeholder(x.shape, name="X")

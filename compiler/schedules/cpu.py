@@ -25,6 +25,8 @@ A rule that does not fit a kernel returns None (the next rule is tried); it neve
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 
 import tvm
@@ -36,6 +38,7 @@ from tvm.s_tir.dlight.analysis.common_analysis import (
 )
 from tvm.s_tir.dlight.base import try_inline
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+from tvm.sym.analyzer import Analyzer
 from tvm.target import Target, codegen
 
 from .cost import buffer_bytes, too_small_for_threads
@@ -374,14 +377,30 @@ def write_back_with_epilogue(sch, main, epilogue) -> tuple:
     whose write-back applies the epilogue (bias, activation), if it can be fused into one."""
     leftover = _fuse_epilogue(sch, main, epilogue)
     write_back = sch.cache_write(main.block_rv, 0, "local")
-    if epilogue and not leftover:
-        try:
-            sch.reverse_compute_inline(epilogue[-1].block_rv)
-        except s_tir.ScheduleError:
-            leftover.append(epilogue[-1])
-    elif epilogue:
+    if epilogue and (leftover or not reverse_inline_whole(sch, epilogue[-1].block_rv)):
         leftover.append(epilogue[-1])
     return write_back, leftover
+
+
+def reverse_inline_whole(sch, block) -> bool:
+    """Inline `block` into the blocks that produce what it reads (`reverse_compute_inline`),
+    unless it reads only part of what they write (a slice or crop): the inlined block runs
+    over its producer's domain, so it would write that many elements into its smaller output,
+    out of bounds (TVM 0.27 does not check). True if inlined."""
+    written = sch.get(block).writes[0].source
+    for producer in sch.get_producers(block):
+        if any(not _same_size(w.source, written) for w in sch.get(producer).writes):
+            return False
+    try:
+        sch.reverse_compute_inline(block)
+    except s_tir.ScheduleError:
+        return False
+    return True
+
+
+def _same_size(a, b) -> bool:
+    count = [functools.reduce(operator.mul, buf.shape, tirx.const(1, "int64")) for buf in (a, b)]
+    return Analyzer().can_prove_equal(*count)
 
 
 def _fuse_epilogue(sch, main, epilogue) -> list:
@@ -576,8 +595,6 @@ def _inline_around_transforms(sch, blocks, transforms: set) -> list:
         try:
             sch.compute_inline(block.block_rv)
         except s_tir.ScheduleError:
-            try:
-                sch.reverse_compute_inline(block.block_rv)
-            except s_tir.ScheduleError:
+            if not reverse_inline_whole(sch, block.block_rv):
                 kept.append(block)
     return kept
