@@ -131,8 +131,9 @@ def _pick(column: np.ndarray, index, dtype: str):
 
 
 # The GEMM's rows (one per tile) are padded to a multiple of 6: TiledReduction's largest register
-# tiles (6 rows x 2 vectors, 3 x 4) need the row count to divide by them. F4's 49 tiles of a
-# 28x28 map otherwise get 7 x 1-vector tiles: its GEMMs 0.59 -> 0.36 ms standalone with 54 rows.
+# tiles (AVX2: 6 rows x 2 vectors, 3 x 4; AVX-512: 6 x 4) need the row count to divide by them.
+# F4's 49 tiles of a 28x28 map otherwise get 7 x 1-vector tiles on AVX2: its GEMMs 0.59 -> 0.36
+# ms standalone with 54 rows.
 TILE_MULTIPLE = 6
 
 

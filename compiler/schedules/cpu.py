@@ -25,8 +25,7 @@ A rule that does not fit a kernel returns None (the next rule is tried); it neve
 
 from __future__ import annotations
 
-import functools
-import operator
+import math
 import os
 
 import tvm
@@ -397,8 +396,8 @@ def reverse_inline_whole(sch, block) -> bool:
 
 
 def _same_size(a, b) -> bool:
-    count = [functools.reduce(operator.mul, buf.shape, tirx.const(1, "int64")) for buf in (a, b)]
-    return Analyzer().can_prove_equal(*count)
+    """Whether buffers `a` and `b` provably hold as many elements (shapes may be symbolic)."""
+    return Analyzer().can_prove_equal(math.prod(a.shape), math.prod(b.shape))
 
 
 def _fuse_epilogue(sch, main, epilogue) -> list:
