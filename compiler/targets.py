@@ -35,7 +35,10 @@ _X86_FEATURES = {
     "avx512cd": "avx512cd",
     "avx512vnni": "avx512_vnni",
     "avx512bf16": "avx512_bf16",
+    "amx-tile": "amx_tile",  # AMX: only where the build host can use it (see _add_amx)
+    "amx-bf16": "amx_bf16",
 }
+_AMX = ("amx-tile", "amx-bf16")  # what passes/amx_matmul.py's kernels need
 
 
 @dataclass(frozen=True)
@@ -181,9 +184,14 @@ def resolve_target(preset: TargetPreset) -> ResolvedTarget:
         host_features = tvm_ffi.get_global_func("tvm.codegen.llvm.GetHostCPUFeatures")()
         if target.get("mcpu") == "host":
             target["mcpu"] = str(tvm_ffi.get_global_func("tvm.codegen.llvm.GetHostCPUName")())
+        amx = preset.target.get("mcpu") == "host" and _host_amx(host_features)
+        if amx:  # LLVM's name for a virtual machine's CPU may be one without AMX
+            target["mattr"] = [*target.get("mattr", []), *(f"+{f}" for f in _AMX)]
         if features == "host":
             features = tuple(
-                proc for llvm, proc in _X86_FEATURES.items() if bool(host_features.get(llvm))
+                proc
+                for llvm, proc in _X86_FEATURES.items()
+                if bool(host_features.get(llvm)) and (amx or llvm not in _AMX)
             )
     if not preset.is_cross and target["kind"] == "llvm":  # cores say nothing of another machine
         target.setdefault("num-cores", len(os.sched_getaffinity(0)))
@@ -200,6 +208,14 @@ def resolve_target(preset: TargetPreset) -> ResolvedTarget:
         ) from None
     # The dict as given (not TVM's export, which adds derived keys): it recreates the target.
     return ResolvedTarget(preset=preset, target=target, cpu_features=tuple(features), **gpu)
+
+
+def _host_amx(host_features) -> bool:
+    """Whether this host's CPU has AMX tiles with bf16 products and Linux lets this process use
+    them (the kernels of passes/amx_matmul.py; the build runs them to check them)."""
+    from .runtime.loader import enable_amx
+
+    return all(bool(host_features.get(f)) for f in _AMX) and enable_amx()
 
 
 def _resolve_gpu_arches(preset: TargetPreset) -> dict[str, Any]:

@@ -7,7 +7,7 @@ Graph phases (`graph_passes`, run by build.prepare on the imported Relax module)
   precision  ToMixedPrecision, KeepFP32, ToBFloat16, FoldConstant, DeadCodeElimination
              (with --precision fp16|bf16; KeepFP32 with --keep-fp32)
   layout     ConvertLayout (conv layouts the target's schedules prefer), Winograd (3x3
-             convs on CPU), FastMath (CPU)
+             convs on CPU), AmxMatmul (constant-weight matmuls on CPUs with AMX), FastMath (CPU)
   weights    ExtractWeights
 Lowering phases (`lowering_passes`, run inside tvm.compile by build.lowering_pipeline):
   fusion     library dispatch, LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps,
@@ -32,6 +32,7 @@ from tvm import relax
 
 from ..errors import UsageError
 from ..options import PRECISIONS, CompileOptions
+from .amx_matmul import AmxMatmul
 from .convert_layout import ConvertLayout
 from .extract_weights import ExtractWeights
 from .fast_math import FastMath
@@ -86,6 +87,7 @@ def graph_steps(options: CompileOptions, target: tvm.target.Target) -> list[Step
         *_precision_steps(options),
         Step("layout", ConvertLayout(target), 2),
         Step("layout", Winograd(target), 2),
+        Step("layout", AmxMatmul(target), 2),
         Step("layout", FastMath(target), 2),
         Step("weights", ExtractWeights(options.weight_threshold_bytes)),
     ]

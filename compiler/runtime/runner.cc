@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/map.h>
@@ -599,7 +600,17 @@ std::string one_line(std::string s) {
 
 }  // namespace
 
+// Ask Linux for the use of AMX tile data (Linux 5.16+; without it the first tile instruction of
+// an AmxMatmul kernel kills the process). Harmless where the bundle uses no AMX.
+static void request_amx() {
+#if defined(__linux__) && defined(__x86_64__)
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata);
+#endif
+}
+
 int main(int argc, char** argv) {
+  request_amx();
   try {
     return run(argc, argv);
   } catch (const Fail& e) {
