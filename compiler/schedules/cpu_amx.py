@@ -92,10 +92,11 @@ def split_kernel(m: int, k: int) -> tvm.tirx.PrimFunc:
         with T.sblock("root"):  # (TVM's operator-pattern analysis expects a root block)
             for i in T.parallel(m):
                 with T.sblock("split"):
-                    for j in T.vectorized(k):
-                        parts[0, i, j] = high(x[i, j])
-                        parts[1, i, j] = high(rest(x[i, j]))
-                        parts[2, i, j] = high(rest(rest(x[i, j])))
+                    for j0 in range(k // 16):  # 16-lane vectors (one vector of k lanes spills)
+                        for j1 in T.vectorized(16):
+                            parts[0, i, j0 * 16 + j1] = high(x[i, j0 * 16 + j1])
+                            parts[1, i, j0 * 16 + j1] = high(rest(x[i, j0 * 16 + j1]))
+                            parts[2, i, j0 * 16 + j1] = high(rest(rest(x[i, j0 * 16 + j1])))
 
     return split
 

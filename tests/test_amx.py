@@ -1,0 +1,140 @@
+"""AmxMatmul (passes/amx_matmul.py, schedules/cpu_amx.py): fp32 matmuls as six bf16 AMX passes.
+
+The splitting and packing are checked everywhere (numpy); the rewrite is checked on an AMX
+target whatever this host is (it only compiles); the kernels run only where this CPU has AMX
+and Linux grants it (others skip)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import tvm
+from onnx import helper
+from onnx_cases import const, make_model, vi
+from tvm import relax
+
+from compiler.api import compile_model, load_bundle
+from compiler.options import CompileOptions
+from compiler.passes.amx_matmul import AmxMatmul, has_amx
+from compiler.reference import run_reference
+from compiler.runtime.loader import AMX_FLAG, _cpu_flags, enable_amx
+from compiler.schedules import cpu_amx
+
+AMX_TARGET = {"kind": "llvm", "mcpu": "skylake-avx512", "mattr": ["+amx-tile", "+amx-bf16"]}
+host_amx = AMX_FLAG in (_cpu_flags() or set()) and "amx_bf16" in (_cpu_flags() or set())
+needs_amx = pytest.mark.skipif(
+    not (host_amx and enable_amx()), reason="this CPU has no AMX-BF16, or Linux refuses it"
+)
+
+
+def _float(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def test_three_bf16_parts_hold_an_fp32_value_to_fp32_precision():
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [rng.standard_normal(10000), rng.standard_normal(100) * 1e30, [0.0, -0.0, 1.0, -3.5]]
+    ).astype(np.float32)
+    parts = cpu_amx.bf16_parts(x)
+    total = sum(_float(p).astype(np.float64) for p in parts)
+    rel = np.abs(total - x.astype(np.float64)) / np.maximum(np.abs(x), 1e-30)
+    assert rel.max() <= 2.0**-24
+    assert (parts[0] == (x.view(np.uint32) + 0x7FFF + ((x.view(np.uint32) >> 16) & 1)) >> 16).all()
+
+
+def test_split_weight_packs_pairs_of_k_rows_per_16_columns():
+    w = np.random.default_rng(1).standard_normal((64, 32)).astype(np.float32)
+    packed = cpu_amx.split_weight(w)  # [3, N/16, K/2, 32]
+    assert packed.shape == (3, 2, 32, 32)
+    parts = cpu_amx.bf16_parts(w)
+    for p, nb, kk, col, pair in [(0, 0, 0, 0, 0), (1, 1, 5, 3, 1), (2, 1, 31, 15, 1)]:
+        assert packed[p, nb, kk, 2 * col + pair] == parts[p, 2 * kk + pair, 16 * nb + col]
+
+
+def test_only_whole_blocks_of_large_products_qualify():
+    assert cpu_amx.supported(128, 768, 3072)
+    assert not cpu_amx.supported(1, 768, 3072)  # a matrix-vector product
+    assert not cpu_amx.supported(100, 768, 3072)  # rows not whole 32-blocks
+    assert not cpu_amx.supported(128, 256, 1024)  # below MIN_DIM: slower than AVX-512
+
+
+def _matmul_module(rows: int, k: int, n: int) -> tuple[tvm.IRModule, np.ndarray]:
+    w = np.random.default_rng(2).standard_normal((k, n)).astype(np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, rows, k), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.matmul(x, relax.const(w)))
+        bb.emit_func_output(out)
+    return bb.get(), w
+
+
+def _amx_kernels(mod: tvm.IRModule) -> list[str]:
+    return sorted(gv.name_hint for gv in mod.get_global_vars() if gv.name_hint.startswith("amx_"))
+
+
+def test_rewrite_only_on_targets_with_amx():
+    mod, _ = _matmul_module(128, 512, 512)
+    assert has_amx(tvm.target.Target(AMX_TARGET))
+    plain = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})
+    assert not has_amx(plain)
+    assert _amx_kernels(AmxMatmul(plain)(mod)) == []
+    rewritten = AmxMatmul(tvm.target.Target(AMX_TARGET))(mod)
+    assert _amx_kernels(rewritten) == ["amx_gemm_128_512_512", "amx_split_128_512"]
+    assert "relax.matmul" not in rewritten["main"].script()
+    small, _ = _matmul_module(128, 256, 256)  # below MIN_DIM: kept
+    assert _amx_kernels(AmxMatmul(tvm.target.Target(AMX_TARGET))(small)) == []
+
+
+@needs_amx
+def test_kernels_are_more_accurate_than_a_sequential_fp32_product():
+    m, k, n = 64, 512, 512
+    target = tvm.target.Target({**AMX_TARGET, "mcpu": "sapphirerapids"})
+    mod = tvm.IRModule(
+        {
+            "split": cpu_amx.split_kernel(m, k).with_attr("global_symbol", "split"),
+            "gemm": cpu_amx.gemm_kernel(m, k, n).with_attr("global_symbol", "gemm"),
+        }
+    )
+    lib = tvm.compile(mod, target=target)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
+    parts = tvm.runtime.tensor(np.zeros((3, m, k), np.uint16))
+    out = tvm.runtime.tensor(np.zeros((m, n), np.float32))
+    lib["split"](tvm.runtime.tensor(x), parts)
+    np.testing.assert_array_equal(parts.numpy(), cpu_amx.bf16_parts(x))
+    lib["gemm"](parts, tvm.runtime.tensor(cpu_amx.split_weight(w)), out)
+    exact = x.astype(np.float64) @ w.astype(np.float64)
+    sequential = np.zeros((m, n), np.float32)
+    for i in range(k):
+        sequential += x[:, i : i + 1] * w[i : i + 1, :]
+    assert np.abs(out.numpy() - exact).max() <= np.abs(sequential - exact).max()
+
+
+@needs_amx
+def test_bundle_with_amx_matches_onnxruntime(tmp_path):
+    rng = np.random.default_rng(4)
+    w1 = (rng.standard_normal((512, 1024)) * 0.05).astype(np.float32)
+    w2 = (rng.standard_normal((1024, 512)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(1024).astype(np.float32)
+    model = make_model(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"]),
+            helper.make_node("Add", ["h", "b"], ["hb"]),
+            helper.make_node("Relu", ["hb"], ["r"]),
+            helper.make_node("MatMul", ["r", "w2"], ["y"]),
+        ],
+        [vi("x", [2, 64, 512])],
+        [vi("y", [2, 64, 512])],
+        [const("w1", w1), const("b", b), const("w2", w2)],
+    )
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, path)
+    bundle = compile_model(path, tmp_path / "bundle", CompileOptions()).bundle
+    assert "amx_tile" in (bundle / "manifest.json").read_text()
+    x = rng.standard_normal((2, 64, 512)).astype(np.float32)
+    got = load_bundle(bundle)(x=x)["y"]
+    np.testing.assert_allclose(got, run_reference(path, {"x": x})["y"], atol=2e-5, rtol=1e-5)
