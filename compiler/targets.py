@@ -35,10 +35,10 @@ _X86_FEATURES = {
     "avx512cd": "avx512cd",
     "avx512vnni": "avx512_vnni",
     "avx512bf16": "avx512_bf16",
-    "amx-tile": "amx_tile",  # AMX: only where the build host can use it (see _add_amx)
+    "amx-tile": "amx_tile",  # AMX: only where the build host can use it (see _host_amx)
     "amx-bf16": "amx_bf16",
 }
-_AMX = ("amx-tile", "amx-bf16")  # what passes/amx_matmul.py's kernels need
+AMX_FEATURES = ("amx-tile", "amx-bf16")  # LLVM's names of what passes/amx_matmul.py needs
 
 
 @dataclass(frozen=True)
@@ -186,12 +186,12 @@ def resolve_target(preset: TargetPreset) -> ResolvedTarget:
             target["mcpu"] = str(tvm_ffi.get_global_func("tvm.codegen.llvm.GetHostCPUName")())
         amx = preset.target.get("mcpu") == "host" and _host_amx(host_features)
         if amx:  # LLVM's name for a virtual machine's CPU may be one without AMX
-            target["mattr"] = [*target.get("mattr", []), *(f"+{f}" for f in _AMX)]
+            target["mattr"] = [*target.get("mattr", []), *(f"+{f}" for f in AMX_FEATURES)]
         if features == "host":
             features = tuple(
                 proc
                 for llvm, proc in _X86_FEATURES.items()
-                if bool(host_features.get(llvm)) and (amx or llvm not in _AMX)
+                if bool(host_features.get(llvm)) and (amx or llvm not in AMX_FEATURES)
             )
     if not preset.is_cross and target["kind"] == "llvm":  # cores say nothing of another machine
         target.setdefault("num-cores", len(os.sched_getaffinity(0)))
@@ -211,11 +211,12 @@ def resolve_target(preset: TargetPreset) -> ResolvedTarget:
 
 
 def _host_amx(host_features) -> bool:
-    """Whether this host's CPU has AMX tiles with bf16 products and Linux lets this process use
-    them (the kernels of passes/amx_matmul.py; the build runs them to check them)."""
+    """Whether this host's CPU has AMX tiles with bf16 products and Linux lets processes use
+    them: the `x86` preset builds for this host, where its bundles are run (`mlc run`, the
+    tests, tuning's in-model check)."""
     from .runtime.loader import enable_amx
 
-    return all(bool(host_features.get(f)) for f in _AMX) and enable_amx()
+    return all(bool(host_features.get(f)) for f in AMX_FEATURES) and enable_amx()
 
 
 def _resolve_gpu_arches(preset: TargetPreset) -> dict[str, Any]:

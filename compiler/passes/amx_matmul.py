@@ -2,12 +2,12 @@
 AMX-BF16), exact to fp32.
 
 Each `matmul(x, W)` whose W is a constant [K, N] float32 matrix and whose x has a static shape
-[..., K] becomes three kernels (schedules/cpu_amx.py): the activations split into three bf16
-parts, the six-pass AMX product with W's parts (split and packed here, at compile time), and a
-reshape back. Needs whole 32-blocks: K a multiple of 32, N and the rows (x's leading
-dimensions multiplied) multiples of 32; other matmuls keep the AVX-512 kernels. A matrix-vector
-product (one row) is bound by the weight's bytes, which this makes 1.5x larger: it never
-qualifies.
+[..., K] becomes two kernels (schedules/cpu_amx.py) between reshapes: the activations split
+into three bf16 parts, and the six-pass AMX product with W's parts (split and packed here, at
+compile time). Needs whole 32-blocks (K, N and the rows, x's leading dimensions multiplied,
+multiples of 32) and K, N of at least `cpu_amx.MIN_DIM`; other matmuls keep the AVX-512
+kernels. A matrix-vector product (one row) is bound by the weight's bytes, which this makes
+1.5x larger: it never qualifies.
 
 Measured on a 2-core Xeon with AMX (2026-11-25): BERT-base's 768x3072 product at sequence
 length 128 takes 1.2-1.3 ms on 2 threads, against 2.0-2.1 ms for the AVX-512 kernel in the
@@ -27,6 +27,7 @@ from tvm.ir.expr import GenericConst
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..schedules import cpu_amx
+from ..targets import AMX_FEATURES
 from .rewrite import rewrite_functions
 
 NAME = "AmxMatmul"
@@ -37,7 +38,7 @@ def has_amx(target: tvm.target.Target) -> bool:
     if target.kind.name != "llvm":
         return False
     mattr = [str(a) for a in (target.attrs.get("mattr") or [])]
-    return all(f"+{f}" in mattr for f in cpu_amx.FEATURES)
+    return all(f"+{f}" in mattr for f in AMX_FEATURES)
 
 
 def _shape(call: relax.Call) -> tuple[int, int, int] | None:
@@ -106,4 +107,9 @@ class AmxMatmul:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         if not self.enabled:
             return mod
-        return rewrite_functions(mod, _Rewriter(mod))
+        rewriter = _Rewriter(mod)
+        mod = rewrite_functions(mod, rewriter)
+        if not rewriter.kernels:
+            return mod
+        # Matmuls that share an input (attention's Q, K and V) split it once.
+        return relax.transform.EliminateCommonSubexpr()(mod)

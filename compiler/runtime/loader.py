@@ -101,6 +101,22 @@ def verify_files(bundle: Path, manifest: dict[str, Any]) -> None:
             )
 
 
+AMX_FLAG = "amx_tile"  # /proc/cpuinfo's name for AMX's tile registers
+_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18  # Linux x86-64
+
+
+def enable_amx() -> bool:
+    """Ask Linux for this process's use of AMX tile data (Linux 5.16+ grants it on request;
+    without it the first tile instruction kills the process). True where granted."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def check_host(manifest: dict[str, Any]) -> None:
     """Refuse to run a bundle whose machine code this CPU cannot execute."""
     requires = manifest["target"].get("requires", {})
@@ -123,22 +139,6 @@ def check_host(manifest: dict[str, Any]) -> None:
             "(arch_prctl ARCH_REQ_XCOMP_PERM needs Linux 5.16 or newer); recompile with "
             "`--disable-pass AmxMatmul`"
         )
-
-
-AMX_FLAG = "amx_tile"  # /proc/cpuinfo's name for AMX's tile registers
-_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18  # Linux x86-64
-
-
-def enable_amx() -> bool:
-    """Ask Linux for this process's use of AMX tile data (Linux 5.16+ grants it on request;
-    without it the first tile instruction kills the process). True where granted."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or platform.system() != "Linux":
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 def _cpu_flags(machine: str = "x86_64") -> set[str] | None:

@@ -358,6 +358,17 @@ void check_input(const Spec& spec, const Input& in, std::map<std::string, int64_
 
 // ---- the host, the outputs, the command line ----
 
+// Ask Linux for this process's use of AMX tile data (Linux 5.16+ grants it on request; without
+// it the first tile instruction of an AmxMatmul kernel kills the process). True where granted.
+bool request_amx() {
+#if defined(__linux__) && defined(__x86_64__)
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
 void check_host(const Manifest& m) {
 #if defined(__x86_64__)
   const std::string machine = "x86_64", flags = "flags";
@@ -380,6 +391,10 @@ void check_host(const Manifest& m) {
     if (!missing.empty())
       fail(kFailure, "this CPU lacks ", missing, ", which the bundle's target ", q(m.target),
            " requires; recompile with a target this host supports");
+    if (std::count(m.cpu_features.begin(), m.cpu_features.end(), "amx_tile") && !request_amx())
+      fail(kFailure, "the bundle's kernels use AMX tiles, and Linux refused this process their "
+           "use (arch_prctl ARCH_REQ_XCOMP_PERM needs Linux 5.16 or newer); recompile with "
+           "--disable-pass AmxMatmul");
     return;
   }
 }
@@ -600,17 +615,7 @@ std::string one_line(std::string s) {
 
 }  // namespace
 
-// Ask Linux for the use of AMX tile data (Linux 5.16+; without it the first tile instruction of
-// an AmxMatmul kernel kills the process). Harmless where the bundle uses no AMX.
-static void request_amx() {
-#if defined(__linux__) && defined(__x86_64__)
-  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-  syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata);
-#endif
-}
-
 int main(int argc, char** argv) {
-  request_amx();
   try {
     return run(argc, argv);
   } catch (const Fail& e) {
