@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import warnings
 from collections import Counter
@@ -237,16 +239,17 @@ def import_model(model) -> ImportedModel:
     converters.install()
     model = prepare(model)
     report = inspect_model(model)
+    printed = io.StringIO()  # the importer prints the operator it failed on to stdout
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
             warnings.simplefilter("ignore")
             mod = from_onnx(model, keep_params_in_input=False)
     except _OUR_BUGS as exc:
         if not _raised_in_tvm_importer(exc):
             raise
-        _raise_import_error(exc, report)
+        _raise_import_error(exc, report, printed.getvalue())
     except Exception as exc:  # the importer raises anything from ValueError to TVMError
-        _raise_import_error(exc, report)
+        _raise_import_error(exc, report, printed.getvalue())
     outputs = _output_infos(mod["main"], report.outputs)
     return ImportedModel(
         mod=mod, inputs=report.inputs, outputs=outputs, dynamic_dims=report.dynamic_dims
@@ -273,11 +276,13 @@ def _raised_in_tvm_importer(exc: BaseException) -> bool:
     return "/tvm/relax/frontend/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
 
 
-def _raise_import_error(exc: Exception, report: ModelReport):
+def _raise_import_error(exc: Exception, report: ModelReport, printed: str = ""):
     if report.dynamic_dims:
         raise symbolic_dims_error("imported", exc, report.dynamic_dims) from None
     what = f"{type(exc).__name__}: " if isinstance(exc, _OUR_BUGS) else ""
-    raise ModelError(f"the ONNX importer failed: {what}{_first_line(exc)}") from None
+    op = re.search(r"Error converting operator (\w+)", printed)
+    where = f" on a {op.group(1)} node" if op else ""
+    raise ModelError(f"the ONNX importer failed{where}: {what}{_first_line(exc)}") from None
 
 
 def _output_infos(func, onnx_outputs: tuple[TensorInfo, ...]) -> tuple[TensorInfo, ...]:
@@ -365,8 +370,13 @@ def _identifier(name: str) -> str:
     return re.sub(r"\W", "_", name)
 
 
+# How TVM prints a constant inside a message: a metadata reference, then a comment line.
+_METADATA = re.compile(r'metadata\["[\w.]+"\]\[\d+\]\s*# Metadata omitted\.[^\n]*?show it\.')
+
+
 def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    text = _METADATA.sub("a constant", str(exc))
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     # TVM errors put the useful sentence last, after a traceback of C++ frames.
     for line in reversed(lines):
         if not line.startswith(("File ", "at ", "  ", "#")) and "Traceback" not in line:

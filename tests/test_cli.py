@@ -79,6 +79,30 @@ def test_truncated_model(tmp_path, model_dir):
         assert "Traceback" not in r.stderr
 
 
+def test_importer_failure_names_the_node_kind_and_both_shapes(tmp_path):
+    """TVM's importer prints the operator it failed on to stdout and puts a constant in its
+    message as a two-line metadata reference: the error is one line on stderr, naming the
+    operator and the shapes, with nothing on stdout."""
+    weight = onnx.numpy_helper.from_array(np.zeros((8, 4), np.float32), "w")
+    graph = h.make_graph(
+        [h.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [h.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [weight],
+    )
+    path = tmp_path / "mismatch.onnx"
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
+    r = mlc_subprocess("compile", path, "-o", tmp_path / "out")
+    assert r.returncode == 3
+    assert r.stdout == ""
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith("error: the ONNX importer failed on a MatMul node: ")
+    assert "R.shape([1, 4])" in errors[0] and "a constant has shape R.shape([8, 4])" in errors[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_unsupported_ops_are_all_listed(tmp_path, unsupported_model):
     r = mlc("compile", unsupported_model, "-o", tmp_path / "out")
     assert r.exit_code == 3

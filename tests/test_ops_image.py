@@ -211,6 +211,6 @@ def test_run_time_resize_scales_are_a_clear_error(tmp_path):
     with pytest.raises(ModelError) as err:
         compile_model(tmp_path / "model.onnx", tmp_path / "bundle", CompileOptions())
     assert err.value.message == (
-        "the ONNX importer failed: Resize scales must be known at compile time (it fixes the "
-        "output shape): give it as an initializer, or --bind the input that feeds it"
+        "the ONNX importer failed on a Resize node: Resize scales must be known at compile time "
+        "(it fixes the output shape): give it as an initializer, or --bind the input that feeds it"
     )
