@@ -276,7 +276,7 @@ def _raised_in_tvm_importer(exc: BaseException) -> bool:
     return "/tvm/relax/frontend/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
 
 
-def _raise_import_error(exc: Exception, report: ModelReport, printed: str = ""):
+def _raise_import_error(exc: Exception, report: ModelReport, printed: str):
     if report.dynamic_dims:
         raise symbolic_dims_error("imported", exc, report.dynamic_dims) from None
     what = f"{type(exc).__name__}: " if isinstance(exc, _OUR_BUGS) else ""

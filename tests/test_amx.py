@@ -93,6 +93,29 @@ def test_rewrite_only_on_targets_with_amx():
     assert _amx_kernels(AmxMatmul(tvm.target.Target(AMX_TARGET))(small)) == []
 
 
+def test_rewritten_main_is_reshape_split_product_reshape():
+    """Before: main(x [1, 128, 512]) = matmul(x, W). Expected: x reshaped to its rows, split,
+    the product with W's packed parts (a constant), reshaped back."""
+    mod, w = _matmul_module(128, 512, 512)
+    got = AmxMatmul(tvm.target.Target(AMX_TARGET))(mod)
+    split, gemm = (got.get_global_var(f"amx_{n}") for n in ("split_128_512", "gemm_128_512_512"))
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 128, 512), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            rows = bb.emit(relax.op.reshape(x, (128, 512)))
+            parts = bb.emit(
+                relax.call_tir(split, [rows], relax.TensorType((3, 128, 512), "uint16"))
+            )
+            weight = relax.const(cpu_amx.split_weight(w))
+            product = bb.emit(
+                relax.call_tir(gemm, [parts, weight], relax.TensorType((128, 512), "float32"))
+            )
+            out = bb.emit_output(relax.op.reshape(product, (1, 128, 512)))
+        bb.emit_func_output(out)
+    tvm.ir.assert_structural_equal(got["main"], bb.get()["main"])
+
+
 @needs_amx
 def test_kernels_are_more_accurate_than_a_sequential_fp32_product():
     m, k, n = 64, 512, 512

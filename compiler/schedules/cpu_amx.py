@@ -112,6 +112,17 @@ def gemm_kernel(m: int, k: int, n: int) -> tvm.tirx.PrimFunc:
     def intrin(name, *args):
         return T.call_llvm_intrin("void", "llvm.x86." + name, *args)
 
+    # Tile registers are immediates: 0-3 the 2 x 2 accumulators (row-major), 4-5 the activation
+    # part's two row tiles, 6-7 the weight part's two column tiles.
+    def load(tile, address, stride):
+        return intrin("tileloadd64", T.int8(tile), address, T.int64(stride))
+
+    def store(tile, address):
+        return intrin("tilestored64", T.int8(tile), address, T.int64(n * 4))
+
+    def product(acc, rows, cols):
+        return intrin("tdpbf16ps", T.int8(acc), T.int8(rows), T.int8(cols))
+
     def pick(q, values):  # values[q] for the unrolled pass index q
         expr = values[-1]
         for i in range(len(values) - 2, -1, -1):
@@ -149,74 +160,22 @@ def gemm_kernel(m: int, k: int, n: int) -> tvm.tirx.PrimFunc:
                         T.evaluate(intrin("tilezero", T.int8(3)))
                         for q in T.unroll(6):
                             for kk in range(kb):
+                                T.evaluate(load(4, T.address_of(a[pa(q), i * 32, kk * 32]), k * 2))
+                                T.evaluate(load(6, T.address_of(w[pb(q), j * 2, kk * 16, 0]), 64))
+                                T.evaluate(product(0, 4, 6))
                                 T.evaluate(
-                                    intrin(
-                                        "tileloadd64",
-                                        T.int8(4),
-                                        T.address_of(a[pa(q), i * 32, kk * 32]),
-                                        T.int64(k * 2),
-                                    )
+                                    load(7, T.address_of(w[pb(q), j * 2 + 1, kk * 16, 0]), 64)
                                 )
+                                T.evaluate(product(1, 4, 7))
                                 T.evaluate(
-                                    intrin(
-                                        "tileloadd64",
-                                        T.int8(6),
-                                        T.address_of(w[pb(q), j * 2, kk * 16, 0]),
-                                        T.int64(64),
-                                    )
+                                    load(5, T.address_of(a[pa(q), i * 32 + 16, kk * 32]), k * 2)
                                 )
-                                T.evaluate(intrin("tdpbf16ps", T.int8(0), T.int8(4), T.int8(6)))
-                                T.evaluate(
-                                    intrin(
-                                        "tileloadd64",
-                                        T.int8(7),
-                                        T.address_of(w[pb(q), j * 2 + 1, kk * 16, 0]),
-                                        T.int64(64),
-                                    )
-                                )
-                                T.evaluate(intrin("tdpbf16ps", T.int8(1), T.int8(4), T.int8(7)))
-                                T.evaluate(
-                                    intrin(
-                                        "tileloadd64",
-                                        T.int8(5),
-                                        T.address_of(a[pa(q), i * 32 + 16, kk * 32]),
-                                        T.int64(k * 2),
-                                    )
-                                )
-                                T.evaluate(intrin("tdpbf16ps", T.int8(2), T.int8(5), T.int8(6)))
-                                T.evaluate(intrin("tdpbf16ps", T.int8(3), T.int8(5), T.int8(7)))
-                        T.evaluate(
-                            intrin(
-                                "tilestored64",
-                                T.int8(0),
-                                T.address_of(c[i * 32, j * 32]),
-                                T.int64(n * 4),
-                            )
-                        )
-                        T.evaluate(
-                            intrin(
-                                "tilestored64",
-                                T.int8(1),
-                                T.address_of(c[i * 32, j * 32 + 16]),
-                                T.int64(n * 4),
-                            )
-                        )
-                        T.evaluate(
-                            intrin(
-                                "tilestored64",
-                                T.int8(2),
-                                T.address_of(c[i * 32 + 16, j * 32]),
-                                T.int64(n * 4),
-                            )
-                        )
-                        T.evaluate(
-                            intrin(
-                                "tilestored64",
-                                T.int8(3),
-                                T.address_of(c[i * 32 + 16, j * 32 + 16]),
-                                T.int64(n * 4),
-                            )
-                        )
+                                T.evaluate(product(2, 5, 6))
+                                T.evaluate(product(3, 5, 7))
+                        T.evaluate(store(0, T.address_of(c[i * 32, j * 32])))
+                        T.evaluate(store(1, T.address_of(c[i * 32, j * 32 + 16])))
+                        T.evaluate(store(2, T.address_of(c[i * 32 + 16, j * 32])))
+                        T.evaluate(store(3, T.address_of(c[i * 32 + 16, j * 32 + 16])))
                     T.evaluate(intrin("tilerelease"))
 
     return gemm
