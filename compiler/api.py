@@ -284,6 +284,14 @@ def read_inputs(path: str | Path) -> dict[str, np.ndarray]:
     """Inputs from an .npz file (keys are input names) or, for one input, an .npy file."""
     path = Path(path)
     try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+        if not head.startswith((b"PK", b"\x93NUMPY")):  # a zip archive, or numpy's array magic
+            raise UsageError(
+                f"cannot read inputs from {str(path)!r}: it is not an .npz or .npy file; expected "
+                "an .npz with one array per input name (np.savez), or an .npy for a one-input "
+                "model"
+            )
         if path.suffix == ".npy":
             return {"": np.load(path, allow_pickle=False)}
         with np.load(path, allow_pickle=False) as data:

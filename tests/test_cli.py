@@ -291,6 +291,17 @@ def test_run_with_input_file_and_bad_input_name(tmp_path, bundles):
     assert _error(r) == ["error: unknown input 'z'; the model's inputs are: x"]
 
 
+def test_run_with_an_input_file_that_is_not_numpy(tmp_path, bundles, model_dir):
+    """numpy's own message for a file that is neither .npz nor .npy is about pickled data."""
+    r = mlc("run", bundles("mlp"), "--input", model_dir / "mlp.onnx")
+    assert r.exit_code == 2
+    assert _error(r) == [
+        f"error: cannot read inputs from '{model_dir / 'mlp.onnx'}': it is not an .npz or .npy "
+        "file; expected an .npz with one array per input name (np.savez), or an .npy for a "
+        "one-input model"
+    ]
+
+
 def test_run_missing_bundle(tmp_path):
     r = mlc("run", tmp_path / "nope")
     assert r.exit_code == 6
