@@ -117,10 +117,11 @@ def test_rewritten_main_is_reshape_split_product_reshape():
 
 
 def test_long_products_go_in_chunks_of_k_with_column_blocks_grouped():
-    assert cpu_amx.blocking(128, 768, 3072) == (768, 1)  # activation parts 576 KB: one chunk
+    assert cpu_amx.blocking(128, 768, 3072, 2) == (768, 1)  # parts of 576 KB: one chunk
     # BERT-base's 3072-deep product: parts of 2.3 MB do not stay in L2; 24 column blocks
-    assert cpu_amx.blocking(128, 3072, 768) == (1024, 6)
-    assert cpu_amx.blocking(256, 1536, 512) == (512, 4)
+    assert cpu_amx.blocking(128, 3072, 768, 2) == (1024, 6)  # 4 tasks for 2 threads
+    assert cpu_amx.blocking(128, 3072, 768, 8) == (1024, 1)  # 24 tasks for 8 threads
+    assert cpu_amx.blocking(256, 1536, 512, 2) == (512, 4)
 
 
 # (64, 512, 512) in one chunk; (256, 1536, 512) in three, its small passes summed aside
@@ -131,7 +132,7 @@ def test_kernels_are_more_accurate_than_fp32_products(m, k, n):
     mod = tvm.IRModule(
         {
             "split": cpu_amx.split_kernel(m, k).with_attr("global_symbol", "split"),
-            "gemm": cpu_amx.gemm_kernel(m, k, n).with_attr("global_symbol", "gemm"),
+            "gemm": cpu_amx.gemm_kernel(m, k, n, 2).with_attr("global_symbol", "gemm"),
         }
     )
     lib = tvm.compile(mod, target=target)

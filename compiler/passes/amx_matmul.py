@@ -66,8 +66,9 @@ def _shape(call: relax.Call) -> tuple[int, int, int] | None:
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod):
+    def __init__(self, mod, threads: int):
         super().__init__(mod)
+        self.threads = threads
         self.kernels: dict[tuple, tvm.ir.GlobalVar] = {}
 
     def _kernel(self, key: tuple, make) -> tvm.ir.GlobalVar:
@@ -86,7 +87,9 @@ class _Rewriter(PyExprMutator):
         x, w = call.args
         lead = [int(d) for d in x.ty.shape.values][:-1]
         split = self._kernel(("split", rows, k), lambda: cpu_amx.split_kernel(rows, k))
-        gemm = self._kernel(("gemm", rows, k, n), lambda: cpu_amx.gemm_kernel(rows, k, n))
+        gemm = self._kernel(
+            ("gemm", rows, k, n), lambda: cpu_amx.gemm_kernel(rows, k, n, self.threads)
+        )
         flat = bb.emit(relax.op.reshape(x, (rows, k)))
         parts = bb.emit(
             relax.call_tir(split, [flat], relax.TensorType((cpu_amx.PARTS, rows, k), "uint16"))
@@ -101,12 +104,15 @@ class AmxMatmul:
     """Rewrite eligible matmuls (see the module docstring) on targets with AMX."""
 
     def __init__(self, target: tvm.target.Target):
+        from ..schedules.cpu import cores
+
         self.enabled = has_amx(target)
+        self.threads = cores(target)
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         if not self.enabled:
             return mod
-        rewriter = _Rewriter(mod)
+        rewriter = _Rewriter(mod, self.threads)
         mod = rewrite_functions(mod, rewriter)
         if not rewriter.kernels:
             return mod

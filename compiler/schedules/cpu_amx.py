@@ -109,15 +109,15 @@ def split_kernel(m: int, k: int) -> tvm.tirx.PrimFunc:
 # 3072-deep product, 2.4 MB of parts) K goes in chunks. 3072 -> 768 on 2 threads, weights
 # cold: 1.95 -> 1.55-1.7 ms.
 A_BUDGET = 768 * 1024
-# Column-block tasks at least, when K is chunked: each task reads each activation chunk once
-# for all of its column blocks.
-MIN_TASKS = 4
+# Tasks per thread at least, when K is chunked: each task reads each activation chunk once for
+# all of its column blocks, so fewer tasks read less; two a thread balance the load.
+TASKS_PER_THREAD = 2
 
 
-def blocking(m: int, k: int, n: int) -> tuple[int, int]:
-    """(K chunk, column blocks per task) of the [m, k] x [k, n] kernel: the longest chunk
-    whose activation parts fit A_BUDGET; with more than one chunk, the most column blocks per
-    task that leave MIN_TASKS tasks (one column block per task otherwise)."""
+def blocking(m: int, k: int, n: int, threads: int) -> tuple[int, int]:
+    """(K chunk, column blocks per task) of the [m, k] x [k, n] kernel on `threads` threads:
+    the longest chunk whose activation parts fit A_BUDGET; with more than one chunk, the most
+    column blocks per task that leave TASKS_PER_THREAD tasks a thread (else one per task)."""
     chunk = max(
         c
         for c in range(TILE_K, k + 1, TILE_K)
@@ -126,12 +126,13 @@ def blocking(m: int, k: int, n: int) -> tuple[int, int]:
     blocks = n // BLOCK
     if chunk == k:
         return chunk, 1
-    fitting = (g for g in range(1, blocks + 1) if blocks % g == 0 and blocks // g >= MIN_TASKS)
+    least = TASKS_PER_THREAD * threads
+    fitting = (g for g in range(1, blocks + 1) if blocks % g == 0 and blocks // g >= least)
     return chunk, max(fitting, default=1)
 
 
-def gemm_kernel(m: int, k: int, n: int) -> tvm.tirx.PrimFunc:
-    """[PARTS, m, k] activation parts x packed weight parts → [m, n] float32.
+def gemm_kernel(m: int, k: int, n: int, threads: int) -> tvm.tirx.PrimFunc:
+    """[PARTS, m, k] activation parts x packed weight parts → [m, n] float32, for `threads`.
 
     Each parallel task takes `group` 32-column blocks; for each K chunk, each column block and
     each 32-row block, it runs the six passes over the chunk into the 2 x 2 accumulator tiles.
@@ -140,7 +141,7 @@ def gemm_kernel(m: int, k: int, n: int) -> tvm.tirx.PrimFunc:
     output, and the sum is added at the end: small passes added onto the large products of
     earlier chunks had 2.5x the error (1.1e-5 against 4.5e-6 on 128 x 3072 x 768)."""
     nb, mb = n // BLOCK, m // BLOCK
-    kc, group = blocking(m, k, n)
+    kc, group = blocking(m, k, n, threads)
     chunks, kcs, tasks = k // kc, kc // TILE_K, nb // group
     chunked = chunks > 1
 
