@@ -9,11 +9,11 @@ multiples of 32) and K, N of at least `cpu_amx.MIN_DIM`; other matmuls keep the 
 kernels. A matrix-vector product (one row) is bound by the weight's bytes, which this makes
 1.5x larger: it never qualifies.
 
-Measured on a 2-core Xeon with AMX (2026-11-25), BERT-base's 768x3072 product at sequence
-length 128, 2 threads, in the model: 1.65 ms per call against 2.0-2.1 ms for the AVX-512
-kernel (1.2-1.3 ms alone with its weight in cache: in the model the 6-byte weights stream from
-memory). Its results are closer to float64 than a sequential fp32 kernel's (1.3e-6 against
-6.0e-6 largest error on outputs of magnitude 6).
+Measured on a 2-core Xeon with AMX, BERT-base's 768x3072 product at sequence length 128,
+2 threads, in the model: 1.73 ms per call against 2.0-2.1 ms for the AVX-512 kernel (1.0-1.2
+ms alone with its weight in cache: in the model the 6-byte weights come from memory, which
+the kernel's prefetch only partly hides). Its results are closer to float64 than a sequential
+fp32 kernel's (1.3e-6 against 6.0e-6 largest error on outputs of magnitude 6).
 
 The weight is stored as 3 x bf16 = 6 bytes per value, 1.5x its fp32 size.
 """
@@ -28,6 +28,7 @@ from tvm.ir.expr import GenericConst
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..schedules import cpu_amx
+from ..schedules.cpu import cores
 from ..targets import AMX_FEATURES
 from .rewrite import rewrite_functions
 
@@ -104,8 +105,6 @@ class AmxMatmul:
     """Rewrite eligible matmuls (see the module docstring) on targets with AMX."""
 
     def __init__(self, target: tvm.target.Target):
-        from ..schedules.cpu import cores
-
         self.enabled = has_amx(target)
         self.threads = cores(target)
 

@@ -28,6 +28,7 @@ from tvm import relax, te, tirx, topi
 from tvm.ir.expr import GenericConst
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from ..schedules.cpu import vector_lanes
 from .rewrite import rewrite_functions
 
 # The transforms' block names and the annotation that gives m: schedules/cpu.py's
@@ -115,8 +116,6 @@ def min_tiles(target: tvm.target.Target) -> int:
     on the Winograd GEMM's larger weights: F4 from 28x28 maps, F2 on 14x14, direct on 7x7.
     ResNet-18 on a 2-core AVX-512 Xeon, interleaved: 10.34 -> 9.38 ms against the AVX2 choice
     (F4 from 14x14, F2 on 7x7); no Winograd at all 12.5 ms."""
-    from ..schedules.cpu import vector_lanes
-
     return MIN_TILES * 2 if vector_lanes(target) >= 16 else MIN_TILES
 
 
