@@ -168,7 +168,10 @@ _input_shape_option = click.option(
     multiple=True,
     callback=_parse_shape,
     metavar="NAME:DIMS",
-    help="Pin an input's shape, e.g. x:1x3x224x224. Repeatable.",
+    help=(
+        "Pin an input's shape, e.g. x:1x3x224x224; a named dim it fixes is fixed for every "
+        "input. Repeatable."
+    ),
 )
 
 

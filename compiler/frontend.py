@@ -195,6 +195,7 @@ def pin_shapes(
                 f"--dim names {name!r}, which is not a dimension of any input; "
                 f"the model's named dims are: {', '.join(named) or 'none'}"
             )
+    dims = {**dims, **_dims_named_by_input_shapes(inputs, input_shapes, dims)}
     for name, value in inputs.items():
         shape = value.type.tensor_type.shape
         if name in input_shapes:
@@ -214,12 +215,34 @@ def pin_shapes(
     return model
 
 
+def _dims_named_by_input_shapes(inputs, input_shapes: dict, dims: dict) -> dict[str, int]:
+    """The named dims (`batch`, say) that --input-shape fixes, so that every input with that
+    dim gets the same size; a size that contradicts --dim or another --input-shape is an
+    error, not a silent choice of one."""
+    named: dict[str, int] = {}
+    said = {dim: f"--dim {dim}={value}" for dim, value in dims.items()}
+    for name, wanted in input_shapes.items():
+        shape = inputs[name].type.tensor_type.shape
+        flag = f"--input-shape {name}:{'x'.join(map(str, wanted))}"
+        if len(shape.dim) != len(wanted):
+            raise UsageError(
+                f"{flag} has {len(wanted)} dims, but input {name!r} has {len(shape.dim)}"
+            )
+        for axis, (dim, want) in enumerate(zip(shape.dim, wanted)):
+            if not dim.dim_param:
+                continue
+            known = dims.get(dim.dim_param, named.get(dim.dim_param))
+            if known is not None and known != want:
+                raise UsageError(
+                    f"{flag} gives {want} for axis {axis} of input {name!r}, the dim "
+                    f"{dim.dim_param!r}, which {said[dim.dim_param]} sets to {known}"
+                )
+            named[dim.dim_param] = want
+            said.setdefault(dim.dim_param, flag)
+    return named
+
+
 def _pin_input(name: str, shape, wanted: tuple[int, ...]) -> None:
-    if len(shape.dim) != len(wanted):
-        raise UsageError(
-            f"--input-shape {name}:{'x'.join(map(str, wanted))} has {len(wanted)} dims, but "
-            f"input {name!r} has {len(shape.dim)}"
-        )
     for axis, (dim, want) in enumerate(zip(shape.dim, wanted)):
         if dim.dim_value > 0 and dim.dim_value != want:
             raise UsageError(

@@ -163,6 +163,11 @@ def test_old_opset(tmp_path):
             "error: --dim names 'B', which is not a dimension of any input; "
             "the model's named dims are: N",
         ),
+        (  # the two flags contradict each other: N was silently 2
+            ["--dim", "N=4", "--input-shape", "x:2x3x16x16"],
+            "error: --input-shape x:2x3x16x16 gives 2 for axis 0 of input 'x', the dim 'N', "
+            "which --dim N=4 sets to 4",
+        ),
     ],
 )
 def test_bad_shape_options(tmp_path, model_dir, flag, message):
@@ -170,6 +175,33 @@ def test_bad_shape_options(tmp_path, model_dir, flag, message):
     assert r.exit_code == 2
     assert _error(r) == [message]
     assert not (tmp_path / "out").exists()
+
+
+def _two_inputs_sharing_n():
+    from onnx_cases import make_model, vi
+
+    add = h.make_node("Add", ["a", "b"], ["y"])
+    return make_model([add], [vi("a", ["N", 4]), vi("b", ["N", 4])], [vi("y", ["N", 4])])
+
+
+def _shapes(model) -> dict[str, list]:
+    return {
+        v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+        for v in model.graph.input
+    }
+
+
+def test_input_shape_fixes_a_named_dim_for_every_input():
+    """--input-shape a:2x4 makes N 2: input b, which shares N, gets 2 too (it stayed
+    symbolic, so the compiled kernels took a and b of different sizes)."""
+    from compiler.errors import UsageError
+    from compiler.frontend import pin_shapes
+
+    pinned = pin_shapes(_two_inputs_sharing_n(), {"a": (2, 4)}, {})
+    assert _shapes(pinned) == {"a": [2, 4], "b": [2, 4]}
+    with pytest.raises(UsageError, match="gives 3 for axis 0 of input 'b', the dim 'N', which "
+                       "--input-shape a:2x4 sets to 2"):  # fmt: skip
+        pin_shapes(_two_inputs_sharing_n(), {"a": (2, 4), "b": (3, 4)}, {})
 
 
 def test_malformed_input_shape_syntax(tmp_path, model_dir):
