@@ -61,7 +61,8 @@ def test_split_weight_packs_pairs_of_k_rows_per_16_columns():
 def test_only_whole_blocks_of_large_products_qualify():
     assert cpu_amx.supported(128, 768, 3072)
     assert not cpu_amx.supported(1, 768, 3072)  # a matrix-vector product
-    assert not cpu_amx.supported(100, 768, 3072)  # rows not whole 32-blocks
+    assert not cpu_amx.supported(100, 768, 3072)  # rows not whole 16-row tiles
+    assert cpu_amx.supported(48, 768, 3072)
     assert not cpu_amx.supported(128, 256, 1024)  # below MIN_DIM: slower than AVX-512
 
 
@@ -105,7 +106,7 @@ def test_rewritten_main_is_reshape_split_product_reshape():
         with bb.dataflow():
             rows = bb.emit(relax.op.reshape(x, (128, 512)))
             parts = bb.emit(
-                relax.call_tir(split, [rows], relax.TensorType((3, 128, 512), "uint16"))
+                relax.call_tir(split, [rows], relax.TensorType((3, 128, 544), "uint16"))
             )
             weight = relax.const(cpu_amx.split_weight(w))
             product = bb.emit(
@@ -124,9 +125,9 @@ def test_long_products_go_in_chunks_of_k_with_column_blocks_grouped():
     assert cpu_amx.blocking(256, 1536, 512, 2) == (512, 4)
 
 
-# (64, 512, 512) in one chunk; (256, 1536, 512) in three, its small passes summed aside
+# (48, 512, 512) in one chunk, three 16-row tiles; (256, 1536, 512) in three chunks
 @needs_amx
-@pytest.mark.parametrize("m, k, n", [(64, 512, 512), (256, 1536, 512)])
+@pytest.mark.parametrize("m, k, n", [(48, 512, 512), (256, 1536, 512)])
 def test_kernels_are_more_accurate_than_fp32_products(m, k, n):
     target = tvm.target.Target({**AMX_TARGET, "mcpu": "sapphirerapids"})
     mod = tvm.IRModule(
@@ -139,10 +140,13 @@ def test_kernels_are_more_accurate_than_fp32_products(m, k, n):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((m, k)).astype(np.float32)
     w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
-    parts = tvm.runtime.tensor(np.zeros((3, m, k), np.uint16))
+    # the parts' rows are padded (cpu_amx.ROW_PAD) with zeros; start from ones to see them set
+    parts = tvm.runtime.tensor(np.ones((3, m, k + 32), np.uint16))
     out = tvm.runtime.tensor(np.zeros((m, n), np.float32))
     lib["split"](tvm.runtime.tensor(x), parts)
-    np.testing.assert_array_equal(parts.numpy(), cpu_amx.bf16_parts(x))
+    np.testing.assert_array_equal(
+        parts.numpy(), np.pad(cpu_amx.bf16_parts(x), [(0, 0), (0, 0), (0, 32)])
+    )
     lib["gemm"](parts, tvm.runtime.tensor(cpu_amx.split_weight(w)), out)
     exact = x.astype(np.float64) @ w.astype(np.float64)
     sequential = np.zeros((m, n), np.float32)

@@ -4,15 +4,15 @@ AMX-BF16), exact to fp32.
 Each `matmul(x, W)` whose W is a constant [K, N] float32 matrix and whose x has a static shape
 [..., K] becomes two kernels (schedules/cpu_amx.py) between reshapes: the activations split
 into three bf16 parts, and the six-pass AMX product with W's parts (split and packed here, at
-compile time). Needs whole 32-blocks (K, N and the rows, x's leading dimensions multiplied,
-multiples of 32) and K, N of at least `cpu_amx.MIN_DIM`; other matmuls keep the AVX-512
+compile time). Needs whole tiles (K and N multiples of 32, the rows, x's leading dimensions
+multiplied, of 16) and K, N of at least `cpu_amx.MIN_DIM`; other matmuls keep the AVX-512
 kernels. A matrix-vector product (one row) is bound by the weight's bytes, which this makes
 1.5x larger: it never qualifies.
 
 Measured on a 2-core Xeon with AMX, BERT-base's 768x3072 product at sequence length 128,
-2 threads, in the model: 1.73 ms per call against 2.0-2.1 ms for the AVX-512 kernel (1.0-1.2
-ms alone with its weight in cache: in the model the 6-byte weights come from memory, which
-the kernel's prefetch only partly hides). Its results are closer to float64 than a sequential
+2 threads, in the model: 1.43 ms per call against 2.0-2.1 ms for the AVX-512 kernel (1.1 ms
+alone with its weight in cache: in the model the 6-byte weights come from memory, which the
+kernel's prefetch only partly hides). Its results are closer to float64 than a sequential
 fp32 kernel's (1.3e-6 against 6.0e-6 largest error on outputs of magnitude 6).
 
 The weight is stored as 3 x bf16 = 6 bytes per value, 1.5x its fp32 size.
@@ -93,7 +93,7 @@ class _Rewriter(PyExprMutator):
         )
         flat = bb.emit(relax.op.reshape(x, (rows, k)))
         parts = bb.emit(
-            relax.call_tir(split, [flat], relax.TensorType((cpu_amx.PARTS, rows, k), "uint16"))
+            relax.call_tir(split, [flat], relax.TensorType(cpu_amx.parts_shape(rows, k), "uint16"))
         )
         weight = relax.const(cpu_amx.split_weight(w.value.numpy()))
         out = bb.emit(relax.call_tir(gemm, [parts, weight], relax.TensorType((rows, n), "float32")))

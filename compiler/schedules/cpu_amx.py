@@ -26,12 +26,17 @@ from tvm.script import tirx as T
 
 TILE_ROWS = 16  # an AMX tile: 16 rows of 64 bytes
 TILE_K = 32  # bf16 values in a tile row
-BLOCK = 32  # the kernel's output block: 2 x 2 tiles
+BLOCK = 32  # the kernel's output block: 16 rows x 2 column tiles of 16
 PARTS = 3
-# The six (activation part, weight part) products, smallest first: all accumulate into the same
-# fp32 tile, and each addition rounds at the accumulator's magnitude, so the small products
-# must go in before the large ones make it large (the other way round the error is 2.4x fp32's).
-PASSES = ((2, 0), (1, 1), (0, 2), (1, 0), (0, 1), (0, 0))
+# Of the six (activation part, weight part) products, the five small ones accumulate apart
+# from the large a0.b0, and their sum is added at the end: each addition rounds at the
+# accumulator's magnitude, so small products added onto a large sum lose their low bits (the
+# large products first, in one accumulator, gave 2.4x fp32's error).
+# bf16 values after each row of the activation parts: rows of 768 or 3072 values (1.5 or 6 KB)
+# put a tile's 16 rows into 8 or 2 of L1's 64 sets, where they evicted each other; 64 more
+# bytes spread them over 16. The gemm alone, 128 rows: 3072 -> 768 1.63 -> 1.54 ms, 768 -> 3072
+# 1.36 -> 1.30 ms (cold weights, 2 threads).
+ROW_PAD = 32
 
 
 def bf16_parts(x: np.ndarray) -> np.ndarray:
@@ -64,13 +69,20 @@ MIN_DIM = 512
 
 
 def supported(m: int, k: int, n: int) -> bool:
-    """Whether the kernel takes an [m, k] x [k, n] product, and gains: whole 32-blocks
-    everywhere, K and N at least MIN_DIM."""
-    return m > 0 and m % BLOCK == 0 and k % TILE_K == 0 and n % BLOCK == 0 and min(k, n) >= MIN_DIM
+    """Whether the kernel takes an [m, k] x [k, n] product, and gains: whole tiles of rows,
+    whole tile rows of K, whole 32-column blocks, K and N at least MIN_DIM."""
+    return (
+        m > 0 and m % TILE_ROWS == 0 and k % TILE_K == 0 and n % BLOCK == 0 and min(k, n) >= MIN_DIM
+    )
+
+
+def parts_shape(m: int, k: int) -> tuple[int, int, int]:
+    """The activation parts' buffer: [PARTS, m, k + ROW_PAD] uint16 (the pad is zero)."""
+    return (PARTS, m, k + ROW_PAD)
 
 
 def split_kernel(m: int, k: int) -> tvm.tirx.PrimFunc:
-    """x [m, k] float32 → [PARTS, m, k] bf16 parts (uint16), round to nearest even.
+    """x [m, k] float32 → bf16 parts (uint16, `parts_shape`), round to nearest even.
 
     Written out, not a te.compute for fusion and the default rules: as one, it was fused into
     the GELU that produces x and computed per part (GELU three times, x read three times):
@@ -91,7 +103,7 @@ def split_kernel(m: int, k: int) -> tvm.tirx.PrimFunc:
         return T.Cast("uint16", rounded(value) >> T.uint32(16))
 
     @T.prim_func(private=True, check_well_formed=False)  # (the checker rejects blocks)
-    def split(x: T.Buffer((m, k), "float32"), parts: T.Buffer((PARTS, m, k), "uint16")):
+    def split(x: T.Buffer((m, k), "float32"), parts: T.Buffer(parts_shape(m, k), "uint16")):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         with T.sblock("root"):  # (TVM's operator-pattern analysis expects a root block)
             for i in T.parallel(m):
@@ -101,6 +113,9 @@ def split_kernel(m: int, k: int) -> tvm.tirx.PrimFunc:
                             parts[0, i, j0 * 16 + j1] = high(x[i, j0 * 16 + j1])
                             parts[1, i, j0 * 16 + j1] = high(rest(x[i, j0 * 16 + j1]))
                             parts[2, i, j0 * 16 + j1] = high(rest(rest(x[i, j0 * 16 + j1])))
+                    for p in range(PARTS):
+                        for j in T.vectorized(ROW_PAD):
+                            parts[p, i, k + j] = T.uint16(0)
 
     return split
 
@@ -132,24 +147,27 @@ def blocking(m: int, k: int, n: int, threads: int) -> tuple[int, int]:
 
 
 def gemm_kernel(m: int, k: int, n: int, threads: int) -> tvm.tirx.PrimFunc:
-    """[PARTS, m, k] activation parts x packed weight parts → [m, n] float32, for `threads`.
+    """Activation parts (`parts_shape`) x packed weight parts → [m, n] float32, for `threads`.
 
     Each parallel task takes `group` 32-column blocks; for each K chunk, each column block and
-    each 32-row block, it runs the six passes over the chunk into the 2 x 2 accumulator tiles.
-    With K in one chunk the passes run smallest first, as the module's docstring says. With
-    several chunks the five small passes accumulate in a scratch sum `s`, the large one in the
-    output, and the sum is added at the end: small passes added onto the large products of
-    earlier chunks had 2.5x the error (1.1e-5 against 4.5e-6 on 128 x 3072 x 768)."""
-    nb, mb = n // BLOCK, m // BLOCK
+    each 16-row tile, it runs the six passes over the chunk, K step by K step. A step loads
+    each of its nine operand tiles once (three activation parts, three weight parts of two
+    column tiles) for twelve products: the five small passes into two accumulator tiles, the
+    large one into two others. Between chunks the accumulators go to memory (the small sum to
+    a per-task scratch `s`, the large to the output); at the end the small sum is added to the
+    output. (The previous kernel, 32 x 32 blocks and one accumulator per output tile, loaded
+    one operand tile per product: 128 x 768 x 3072 1.36 -> 1.30 ms with ROW_PAD.)"""
+    nb, rt = n // BLOCK, m // TILE_ROWS
     kc, group = blocking(m, k, n, threads)
     chunks, kcs, tasks = k // kc, kc // TILE_K, nb // group
-    chunked = chunks > 1
+    row = (k + ROW_PAD) * 2  # bytes from one activation row to the next
 
     def intrin(name, *args):
         return T.call_llvm_intrin("void", "llvm.x86." + name, *args)
 
-    # Tile registers are immediates: 0-3 the 2 x 2 accumulators (row-major), 4-5 the activation
-    # part's two row tiles, 6-7 the weight part's two column tiles.
+    # Tile registers are immediates: 0-1 the small passes' sums for the two column tiles, 2-3
+    # the large pass's, 4 the activation part a0, 5 a1 and then a2, 6-7 a weight part's two
+    # column tiles.
     def load(tile, address, stride):
         return intrin("tileloadd64", T.int8(tile), address, T.int64(stride))
 
@@ -159,30 +177,18 @@ def gemm_kernel(m: int, k: int, n: int, threads: int) -> tvm.tirx.PrimFunc:
     def product(acc, rows, cols):
         return intrin("tdpbf16ps", T.int8(acc), T.int8(rows), T.int8(cols))
 
-    def pick(q, values):  # values[q] for the unrolled pass index q
-        expr = values[-1]
-        for i in range(len(values) - 2, -1, -1):
-            expr = T.Select(q == i, values[i], expr)
-        return expr
-
-    def pa(q):  # the activation part of pass q
-        return pick(q, [p for p, _ in PASSES])
-
-    def pb(q):  # the weight part of pass q
-        return pick(q, [p for _, p in PASSES])
-
     # A column block's weights for one chunk are PARTS x kc lines of 64 bytes (per part, two
     # 16-column blocks of kc/2 pair-rows). While a task multiplies one, it prefetches the next
     # in task order into L2 (TVM gives each thread a contiguous range of tasks), spread evenly
-    # over the mb x 6 x kcs steps: BERT-base's products read their weights cold, and this made
+    # over the rt x kcs steps: BERT-base's products read their weights cold, and this made
     # the model 9% faster (71.6 -> 65.2 ms).
     lines, half = PARTS * kc, kc // 2
-    per_step = -(-lines // (mb * 6 * kcs))
+    per_step = -(-lines // (rt * kcs))
 
     def prefetch(w, block, chunk, line):  # `line` of (column block, chunk)'s weights
         line = T.min(line, lines - 1)
-        row = chunk * half + line % half
-        address = T.address_of(w[line // kc, block * 2 + line % kc // half, row, 0])
+        pair_row = chunk * half + line % half
+        address = T.address_of(w[line // kc, block * 2 + line % kc // half, pair_row, 0])
         return T.call_llvm_intrin(
             "void", "llvm.prefetch.p0", address, T.int32(0), T.int32(2), T.int32(1)
         )
@@ -197,31 +203,42 @@ def gemm_kernel(m: int, k: int, n: int, threads: int) -> tvm.tirx.PrimFunc:
         return T.Or(T.Or(jj + 1 < group, ch + 1 < chunks), task + 1 < tasks)
 
     @T.macro
-    def zero():
-        for t in T.unroll(4):
-            T.evaluate(intrin("tilezero", T.int8(t)))
+    def pair(op, first, buf, r, col, stride):  # tiles first, first + 1 at buf[r, col (+ 16)]
+        T.evaluate(op(first, T.address_of(buf[r, col]), stride))
+        T.evaluate(op(first + 1, T.address_of(buf[r, col + 16]), stride))
 
     @T.macro
-    def tiles(op, buf, row, col, stride):  # op the 2 x 2 accumulators at buf[row, col]
-        T.evaluate(op(0, T.address_of(buf[row, col]), stride))
-        T.evaluate(op(1, T.address_of(buf[row, col + 16]), stride))
-        T.evaluate(op(2, T.address_of(buf[row + 16, col]), stride))
-        T.evaluate(op(3, T.address_of(buf[row + 16, col + 16]), stride))
+    def activation(tile, a, p, r, kstep):  # part p of row tile r, K step kstep
+        T.evaluate(load(tile, T.address_of(a[p, r * 16, kstep * 32]), row))
 
     @T.macro
-    def step(a, w, q, i, block, kstep):  # pass q, K step `kstep`, row block i, column block
-        T.evaluate(load(4, T.address_of(a[pa(q), i * 32, kstep * 32]), k * 2))
-        T.evaluate(load(6, T.address_of(w[pb(q), block * 2, kstep * 16, 0]), 64))
-        T.evaluate(product(0, 4, 6))
-        T.evaluate(load(7, T.address_of(w[pb(q), block * 2 + 1, kstep * 16, 0]), 64))
-        T.evaluate(product(1, 4, 7))
-        T.evaluate(load(5, T.address_of(a[pa(q), i * 32 + 16, kstep * 32]), k * 2))
-        T.evaluate(product(2, 5, 6))
-        T.evaluate(product(3, 5, 7))
+    def weight(w, p, block, kstep):  # part p of the column block's two tiles into 6, 7
+        T.evaluate(load(6, T.address_of(w[p, block * 2, kstep * 16, 0]), 64))
+        T.evaluate(load(7, T.address_of(w[p, block * 2 + 1, kstep * 16, 0]), 64))
+
+    @T.macro
+    def products(acc, rows):  # acc, acc + 1 += rows x the weight tiles 6, 7
+        T.evaluate(product(acc, rows, 6))
+        T.evaluate(product(acc + 1, rows, 7))
+
+    @T.macro
+    def step(a, w, r, block, kstep):  # one K step: each operand tile loaded once
+        activation(4, a, 0, r, kstep)
+        activation(5, a, 1, r, kstep)
+        weight(w, 1, block, kstep)
+        products(0, 4)  # a0.b1
+        products(0, 5)  # a1.b1
+        weight(w, 0, block, kstep)
+        products(2, 4)  # a0.b0, the large pass
+        products(0, 5)  # a1.b0
+        activation(5, a, 2, r, kstep)
+        products(0, 5)  # a2.b0
+        weight(w, 2, block, kstep)
+        products(0, 4)  # a0.b2
 
     @T.prim_func(private=True, check_well_formed=False)  # (the checker rejects blocks)
     def gemm(
-        a: T.Buffer((PARTS, m, k), "uint16"),
+        a: T.Buffer(parts_shape(m, k), "uint16"),
         w: T.Buffer((PARTS, n // 16, k // 2, 32), "uint16"),
         c: T.Buffer((m, n), "float32"),
     ):
@@ -230,8 +247,7 @@ def gemm_kernel(m: int, k: int, n: int, threads: int) -> tvm.tirx.PrimFunc:
             for task in T.parallel(tasks):
                 with T.sblock("tiles"):  # per thread: the tile configuration is thread state
                     cfg = T.alloc_buffer((64,), "uint8", scope="local")
-                    if chunked:  # (a Python bool: the buffer exists only when used)
-                        s = T.alloc_buffer((group * m, 32), "float32")
+                    s = T.alloc_buffer((group * m, 32), "float32")  # the small passes' sums
                     for b in range(64):
                         cfg[b] = T.uint8(0)
                     cfg[0] = T.uint8(1)  # palette 1: 8 tiles of up to 16 rows x 64 bytes
@@ -241,36 +257,32 @@ def gemm_kernel(m: int, k: int, n: int, threads: int) -> tvm.tirx.PrimFunc:
                     T.evaluate(intrin("ldtilecfg", T.address_of(cfg[0])))
                     for ch in range(chunks):
                         for jj in range(group):
-                            for i in range(mb):
-                                if chunked and ch > 0:
-                                    tiles(load, s, (jj * mb + i) * 32, 0, 128)
+                            for r in range(rt):
+                                col = (task * group + jj) * 32
+                                if ch > 0:
+                                    pair(load, 0, s, jj * m + r * 16, 0, 128)
+                                    pair(load, 2, c, r * 16, col, n * 4)
                                 else:
-                                    zero()
-                                for q in T.unroll(6):
-                                    if chunked and q == 5:  # the small passes' sum aside
-                                        tiles(store, s, (jj * mb + i) * 32, 0, 128)
-                                        if ch > 0:
-                                            tiles(load, c, i * 32, (task * group + jj) * 32, n * 4)
-                                        else:
-                                            zero()
-                                    for kk in range(kcs):
-                                        if exists(task, jj, ch):  # a few lines a step
-                                            for t in range(per_step):
-                                                T.evaluate(
-                                                    prefetch(
-                                                        w,
-                                                        *following(task, jj, ch),
-                                                        ((i * 6 + q) * kcs + kk) * per_step + t,
-                                                    )
+                                    for t in T.unroll(4):
+                                        T.evaluate(intrin("tilezero", T.int8(t)))
+                                for kk in range(kcs):
+                                    if exists(task, jj, ch):  # a few lines a step
+                                        for t in range(per_step):
+                                            T.evaluate(
+                                                prefetch(
+                                                    w,
+                                                    *following(task, jj, ch),
+                                                    (r * kcs + kk) * per_step + t,
                                                 )
-                                        step(a, w, q, i, task * group + jj, ch * kcs + kk)
-                                tiles(store, c, i * 32, (task * group + jj) * 32, n * 4)
-                                if chunked and ch == chunks - 1:
-                                    for r in range(32):
-                                        for col in T.vectorized(32):
-                                            c[i * 32 + r, (task * group + jj) * 32 + col] = (
-                                                c[i * 32 + r, (task * group + jj) * 32 + col]
-                                                + s[(jj * mb + i) * 32 + r, col]
+                                            )
+                                    step(a, w, r, task * group + jj, ch * kcs + kk)
+                                pair(store, 0, s, jj * m + r * 16, 0, 128)
+                                pair(store, 2, c, r * 16, col, n * 4)
+                                if ch == chunks - 1:
+                                    for i in range(16):
+                                        for j in T.vectorized(32):
+                                            c[r * 16 + i, col + j] = (
+                                                c[r * 16 + i, col + j] + s[jj * m + r * 16 + i, j]
                                             )
                     T.evaluate(intrin("tilerelease"))
 
