@@ -62,10 +62,10 @@ def split_weight(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed.reshape(PARTS, n // TILE_ROWS, k // 2, 2 * TILE_ROWS))
 
 
-# The smallest K and N worth it: BERT-mini's products (K, N of 256 and 1024) took 3.58 ms
-# against 3.36 with the AVX-512 kernels (the split and the unfused bias cost more than the
-# products gain); BERT-base's (768 and 3072) gain.
-MIN_DIM = 512
+# The smallest K and N measured to gain: BERT-mini's products (K, N of 256 and 1024), 3.67 ->
+# 3.54 ms with this kernel (40 s interleaved). With the previous kernel (32 x 32 blocks) they
+# lost, 3.36 -> 3.58 ms: the split and the unfused bias cost more than the products gained.
+MIN_DIM = 256
 
 
 def supported(m: int, k: int, n: int) -> bool:
