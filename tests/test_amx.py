@@ -6,10 +6,13 @@ and Linux grants it (others skip)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 import tvm
+from conftest import mlc_subprocess
 from onnx import helper
 from onnx_cases import const, make_model, vi
 from tvm import relax
@@ -186,3 +189,26 @@ def test_bundle_with_amx_matches_onnxruntime(tmp_path):
     x = rng.standard_normal((2, 64, 512)).astype(np.float32)
     got = load_bundle(bundle)(x=x)["y"]
     np.testing.assert_allclose(got, run_reference(path, {"x": x})["y"], atol=2e-5, rtol=1e-5)
+
+
+@needs_amx
+def test_tuning_leaves_the_amx_kernels_alone(tmp_path):
+    """The AMX kernels are written whole: tuning skips them, and --db-strict does not ask for
+    their records. (Tuning took their module's attributes for theirs and sent the product to
+    MetaSchedule, which failed on it: `mlc tune` of any model with an AMX product exited 4.)"""
+    w = (np.random.default_rng(5).standard_normal((256, 256)) * 0.05).astype(np.float32)
+    model = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [vi("x", [1, 64, 256])],
+        [vi("y", [1, 64, 256])],
+        [const("w", w)],
+    )
+    path, db = tmp_path / "mm.onnx", tmp_path / "db"
+    onnx.save(model, path)
+    r = mlc_subprocess("tune", path, "--db", db, "--trials", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    kernels = {k["name"]: k["status"] for k in json.loads(r.stdout)["kernels"]}
+    amx = {n for n in kernels if n.startswith("amx_")}
+    assert amx and {kernels[n] for n in amx} == {"scheduled"}
+    r = mlc_subprocess("compile", path, "-o", tmp_path / "b", "--db", db, "--db-strict")
+    assert r.returncode == 0, r.stderr

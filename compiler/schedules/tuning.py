@@ -164,7 +164,7 @@ def _plan(fused, tvm_target, contents: LogContents, budget: int) -> list[TaskSta
         task = TaskState(extracted.task_name, workload, int(extracted.weight), estimate)
         task.extracted = extracted
         task.trials, task.best_s = contents.trials(workload), contents.best(workload)
-        if func.attrs and func.attrs.get("tirx.is_scheduled"):
+        if prim.attrs and prim.attrs.get("tirx.is_scheduled"):
             task.status = "scheduled"  # a library kernel, nothing to tune
         elif rule_only(prim):
             task.status = "by rule"  # a Winograd transform: its rule's schedule (cost.py)
