@@ -21,7 +21,7 @@ import time
 from ..errors import BuildError, UsageError
 from ..targets import ResolvedTarget
 from ..tuning_db import LogContents, TuningLog, open_log
-from .cost import MIN_SHARE, kernel_seconds, rule_only
+from .cost import MIN_SHARE, is_scheduled, kernel_seconds, rule_only
 from .records import database_key, measuring_threads
 from .tuning_plan import (
     Progress,
@@ -164,8 +164,8 @@ def _plan(fused, tvm_target, contents: LogContents, budget: int) -> list[TaskSta
         task = TaskState(extracted.task_name, workload, int(extracted.weight), estimate)
         task.extracted = extracted
         task.trials, task.best_s = contents.trials(workload), contents.best(workload)
-        if prim.attrs and prim.attrs.get("tirx.is_scheduled"):
-            task.status = "scheduled"  # a library kernel, nothing to tune
+        if is_scheduled(prim):
+            task.status = "scheduled"  # written whole (the AMX kernels), nothing to tune
         elif rule_only(prim):
             task.status = "by rule"  # a Winograd transform: its rule's schedule (cost.py)
         tasks.append(task)
