@@ -305,9 +305,9 @@ def run_model(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     output's items come back as NAME[0], NAME[1], ..."""
     from .reference import flatten_sequences
 
-    if "" in inputs:  # a single .npy input: bind it positionally
-        return flatten_sequences(model(inputs[""]))
     try:
+        if "" in inputs:  # a single .npy input: bind it positionally
+            return flatten_sequences(model(inputs[""]))
         return flatten_sequences(model(**inputs))
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -14,6 +14,7 @@ import click
 
 from . import __version__
 from .errors import EXIT_CHECK, EXIT_INTERNAL, MlcError
+from .native_log import native_logs_hidden, silence_native_logs
 from .options import PRECISIONS
 
 
@@ -21,6 +22,7 @@ def _fail(message: str, hint: str | None, code: int) -> None:
     click.echo(f"error: {message}", err=True)
     if hint:
         click.echo(f"hint: {hint}", err=True)
+    silence_native_logs()  # TVM's destructors log at exit ("BlockBuilder destroyed ...")
     sys.exit(code)
 
 
@@ -30,7 +32,8 @@ def handle_errors(fn):
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with native_logs_hidden():
+                return fn(*args, **kwargs)
         except MlcError as exc:
             if os.environ.get("MLC_DEBUG"):
                 traceback.print_exception(exc)

@@ -103,7 +103,28 @@ def read_onnx(path: str | Path):
         raise ModelError(f"cannot read ONNX model {str(path)!r}: {_first_line(exc)}") from None
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{str(path)!r} is not an ONNX model: it has no graph")
+    name_placeholder_dims(model)
     return model
+
+
+def is_placeholder_dim(name: str) -> bool:
+    """A dim_param that names no dim: empty, "?" (Paddle2ONNX), "-1", "None". Exporters write
+    these for every unknown size, so two axes with "?" are not the same dim."""
+    return not re.search(r"[A-Za-z]", name) or name in ("None", "unk", "unknown")
+
+
+def name_placeholder_dims(model) -> None:
+    """Give each placeholder dim of an input its own name (`x_dim2`), as an unnamed dim gets;
+    in outputs and value_info a placeholder becomes an unknown size. In place."""
+    graph = model.graph
+    for value in graph.input:
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_param") and is_placeholder_dim(dim.dim_param):
+                dim.dim_param = f"{_identifier(value.name)}_dim{axis}"
+    for value in [*graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and is_placeholder_dim(dim.dim_param):
+                dim.ClearField("dim_param")
 
 
 def validate(model, path: str | Path) -> None:

@@ -35,16 +35,44 @@ _NEVER_FOLD = {
 
 
 def fold_constants(model):
-    """Fold in rounds (shape inference between them) until nothing changes; in place."""
+    """Fold in rounds (shape inference between them) until nothing changes; in place. When
+    inference leaves `Shape` nodes that the pinned input shapes fix, they are measured once
+    (onnx_shapes.py) and folding goes on."""
+    measured: dict[str, np.ndarray] | None = None
     for _ in range(MAX_ROUNDS):
-        shapes = static_shapes(model)
-        if not _fold_round(model, shapes):
+        changed = _fold_round(model, static_shapes(model), measured or {})
+        if measured is None:  # after the first round: measure what inference left
+            measured = _measure_shapes(model, static_shapes(model))
+            changed = changed or bool(measured)
+        if not changed:
             break
     _remove_dead_nodes(model.graph)
     return model
 
 
-def _fold_round(model, shapes: dict[str, tuple[int, ...]]) -> bool:
+def _measure_shapes(model, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Values of the Shape/Size nodes that inference left, measured where the pinned input
+    shapes fix them."""
+    from .onnx_shapes import measure_shape_nodes, value_dependent_shapes
+
+    graph = model.graph
+    consts = {t.name for t in graph.initializer}
+    left = [
+        n
+        for n in graph.node
+        if n.op_type in ("Shape", "Size")
+        and n.domain in ("", "ai.onnx")
+        and n.input[0] not in consts
+        and n.input[0] not in shapes
+    ]
+    if not left:
+        return {}
+    dependent = value_dependent_shapes(graph)
+    left = [n for n in left if n.input[0] not in dependent]
+    return measure_shape_nodes(model, left) if left else {}
+
+
+def _fold_round(model, shapes: dict[str, tuple[int, ...]], measured: dict) -> bool:
     from onnx import numpy_helper
 
     graph = model.graph
@@ -58,7 +86,7 @@ def _fold_round(model, shapes: dict[str, tuple[int, ...]]) -> bool:
             kept.extend(branch)
             changed = True
             continue
-        values = _fold_node(node, consts, inputs, shapes, opsets)
+        values = _fold_node(node, consts, inputs, shapes, opsets, measured)
         if values is None:
             kept.append(node)
             continue
@@ -95,7 +123,7 @@ def _inline_if(graph, node, consts) -> list | None:
     return nodes + [helper.make_node("Identity", [b.name], [o]) for b, o in outputs if o]
 
 
-def _fold_node(node, consts, inputs, shapes, opsets) -> list | None:
+def _fold_node(node, consts, inputs, shapes, opsets, measured) -> list | None:
     if node.domain not in ("", "ai.onnx") or node.op_type in _NEVER_FOLD:
         return None
     if any(a.HasField("g") or a.graphs for a in node.attribute):
@@ -103,7 +131,8 @@ def _fold_node(node, consts, inputs, shapes, opsets) -> list | None:
     if node.op_type in ("Shape", "Size") and node.input[0] not in consts:
         shape = shapes.get(node.input[0])
         if shape is None:
-            return None
+            value = measured.get(node.output[0])
+            return None if value is None else [value]
         return [_shape_value(node, shape)]
     present = [i for i in node.input if i]
     if not all(i in consts for i in present) or any(i in inputs for i in present):

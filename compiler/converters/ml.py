@@ -10,7 +10,7 @@ from ..errors import ModelError
 from . import ML_DOMAIN, register, text_attr
 
 
-def _const(value, dtype: str) -> relax.Constant:
+def _const(value, dtype: str) -> relax.Expr:
     dtype = str(dtype)
     return relax.const(np.asarray(value).astype(dtype), dtype)
 
