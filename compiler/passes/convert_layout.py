@@ -7,7 +7,12 @@ from tvm import relax
 
 # CPU schedules vectorise over output channels: activations NHWC, weights HWIO, so that one
 # vector load of weights feeds several output pixels and the channel axis is contiguous.
-_CPU_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "HWIO"]}
+# Transposed convs that DecomposeConvTranspose leaves (dilated ones) stay in NCHW: TVM lowers
+# them in that layout only, and would otherwise follow their NHWC neighbours and fail to build.
+_CPU_LAYOUTS = {
+    "relax.nn.conv2d": ["NHWC", "HWIO"],
+    "relax.nn.conv2d_transpose": ["NCHW", "IOHW"],
+}
 
 
 @tvm.transform.module_pass(opt_level=0, name="ConvertLayout")

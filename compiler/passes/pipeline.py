@@ -6,7 +6,8 @@ Graph phases (`graph_passes`, run by build.prepare on the imported Relax module)
   safety     SafeIndexing
   precision  ToMixedPrecision, KeepFP32, ToBFloat16, FoldConstant, DeadCodeElimination
              (with --precision fp16|bf16; KeepFP32 with --keep-fp32)
-  layout     ConvertLayout (conv layouts the target's schedules prefer), Winograd (3x3
+  layout     DecomposeConvTranspose (CPU: strided transposed convs as conv + pixel shuffle),
+             ConvertLayout (conv layouts the target's schedules prefer), Winograd (3x3
              convs on CPU), AmxMatmul (constant-weight matmuls on CPUs with AMX), FastMath (CPU)
   weights    ExtractWeights
 Lowering phases (`lowering_passes`, run inside tvm.compile by build.lowering_pipeline):
@@ -34,6 +35,7 @@ from ..errors import UsageError
 from ..options import PRECISIONS, CompileOptions
 from .amx_matmul import AmxMatmul
 from .convert_layout import ConvertLayout
+from .decompose_conv_transpose import DecomposeConvTranspose
 from .extract_weights import ExtractWeights
 from .fast_math import FastMath
 from .fold_batch_norm import FoldBatchNorm
@@ -85,6 +87,7 @@ def graph_steps(options: CompileOptions, target: tvm.target.Target) -> list[Step
         Step("safety", SafeIndexing(), required=True),
         # ToMixedPrecision cannot read the call_tir kernels that the layout phase may emit.
         *_precision_steps(options),
+        Step("layout", DecomposeConvTranspose(target), 2),
         Step("layout", ConvertLayout(target), 2),
         Step("layout", Winograd(target), 2),
         Step("layout", AmxMatmul(target), 2),
