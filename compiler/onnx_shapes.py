@@ -85,7 +85,7 @@ def value_dependent_shapes(graph) -> set[str]:
             out_shaped = True
         elif node.op_type in _SHAPE_FROM_VALUES:
             where = _SHAPE_FROM_VALUES[node.op_type]
-            reads = node.input if where == (-1,) else [node.input[i] for i in where if i < len(node.input)]
+            reads = node.input if where == (-1,) else [node.input[i] for i in where if i < len(ins)]
             out_shaped = out_shaped or any(i in valued for i in reads if i)
         if out_valued:
             valued.update(o for o in node.output if o)
@@ -127,7 +127,7 @@ def measure_shape_nodes(model, wanted: list) -> dict[str, np.ndarray]:
         return {}
     try:
         results = _run(probe, feeds, names)
-    except Exception:  # noqa: BLE001 (onnxruntime refuses the model: fold what we can without)
+    except Exception:  # onnxruntime refuses the model: fold what can be folded without
         return {}
     return {name: np.asarray(r, dtype=np.int64) for name, r in zip(names, results)}
 

@@ -28,7 +28,7 @@ class ConvertLayout:
             return mod
         try:
             converted = relax.transform.ConvertLayout(self.layouts)(mod)
-        except Exception:  # noqa: BLE001 (TVM raises IndexError, InternalError, ...)
+        except Exception:  # TVM raises IndexError, InternalError, ...
             # TVM's layout inference lacks rules for some operators (relax.op.stack fails
             # with an IndexError): the layout is an optimisation, so such a model keeps the
             # layout it came with.

@@ -73,7 +73,8 @@ def _plan(call) -> dict | None:
     if (
         not isinstance(weight, GenericConst)
         or shape is None
-        or (a.data_layout, a.kernel_layout, a.out_layout) != (data_layout, kernel_layout, data_layout)
+        or (a.data_layout, a.kernel_layout) != (data_layout, kernel_layout)
+        or a.out_layout != data_layout
         or any(int(d) != 1 for d in a.dilation)
         or (a.out_dtype and str(a.out_dtype) not in ("", str(weight.value.dtype)))
     ):
@@ -99,8 +100,16 @@ def _plan(call) -> dict | None:
         right = rows + taps - 1 - n - left
         if length <= 0 or right < 0:
             return None
-        axes.append({"s": s, "taps": taps, "pad": (left, right), "rows": rows,
-                     "crop": pb - skip * s, "length": length})
+        axes.append(
+            {
+                "s": s,
+                "taps": taps,
+                "pad": (left, right),
+                "rows": rows,
+                "crop": pb - skip * s,
+                "length": length,
+            }
+        )
     return {"axes": axes, "conv": _conv, "layout": (data_layout, "OI" + kernel_layout[2:])}
 
 
@@ -136,8 +145,14 @@ def _decompose(bb: relax.BlockBuilder, call, plan: dict) -> relax.Expr:
     padding = [a["pad"][0] for a in axes] + [a["pad"][1] for a in axes]
     data_layout, kernel_layout = plan["layout"]
     out = bb.emit(
-        conv(call.args[0], kernel, padding=padding, groups=groups, data_layout=data_layout,
-             kernel_layout=kernel_layout)
+        conv(
+            call.args[0],
+            kernel,
+            padding=padding,
+            groups=groups,
+            data_layout=data_layout,
+            kernel_layout=kernel_layout,
+        )
     )
     batch = call.args[0].ty.shape.values[0]
     rows = [a["rows"] for a in axes]
