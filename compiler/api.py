@@ -261,23 +261,46 @@ def load_bundle(bundle_dir: str | Path, threads: int | None = None):
         raise BundleError(str(exc)) from None
 
 
-def make_inputs(model, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs for a loaded model: normal floats, small non-negative integers, bools."""
+def make_inputs(
+    model, dims: dict[str, int], seed: int = 0, ranges: dict[str, tuple] | None = None
+) -> dict[str, np.ndarray]:
+    """Random inputs for a loaded model. `ranges` (`--input-range`) first; else the range the
+    compiler read from the graph (the manifest's `sample_range`: token ids within their
+    table, masks of ones); else normal floats, integers 0..3, random bools."""
     rng = np.random.default_rng(seed)
+    ranges = ranges or {}
+    unknown = sorted(set(ranges) - {s.name for s in model.inputs})
+    if unknown:
+        raise UsageError(
+            f"--input-range names input {unknown[0]!r}, which the model does not have; its "
+            f"inputs are: {', '.join(s.name for s in model.inputs)}"
+        )
+    sampled = {e["name"]: e.get("sample_range") for e in model.manifest["inputs"]}
     inputs = {}
     for spec in model.inputs:
         shape = tuple(d if isinstance(d, int) else dims.get(d, 1) for d in spec.dims)
-        if spec.dtype.kind == "f":
-            inputs[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-        elif spec.dtype.kind in "iu":
-            inputs[spec.name] = rng.integers(0, 4, shape).astype(spec.dtype)
-        elif spec.dtype.kind == "b":
-            inputs[spec.name] = rng.integers(0, 2, shape).astype(bool)
-        else:
-            raise UsageError(
-                f"cannot make random data for input {spec.name!r} of dtype {spec.dtype}"
-            )
+        inputs[spec.name] = _random(rng, spec, shape, ranges.get(spec.name), sampled.get(spec.name))
     return inputs
+
+
+def _random(rng, spec, shape, given: tuple | None, sampled: list | None) -> np.ndarray:
+    kind = spec.dtype.kind
+    if kind == "f":
+        if given:
+            return rng.uniform(given[0], given[1], shape).astype(spec.dtype)
+        if sampled:  # a float mask: ones
+            return np.full(shape, sampled[0], spec.dtype)
+        return rng.standard_normal(shape).astype(spec.dtype)
+    if kind in "iub":
+        if given:
+            low, high = int(np.ceil(given[0])), int(np.floor(given[1])) + 1
+            if low >= high:
+                raise UsageError(f"--input-range for {spec.name!r} holds no integer")
+        else:
+            low, high = sampled if sampled else (0, 2 if kind == "b" else 4)
+        values = rng.integers(low, high, shape)
+        return values.astype(bool) if kind == "b" else values.astype(spec.dtype)
+    raise UsageError(f"cannot make random data for input {spec.name!r} of dtype {spec.dtype}")
 
 
 def read_inputs(path: str | Path) -> dict[str, np.ndarray]:
@@ -377,13 +400,14 @@ def bench_bundle(
     threads: int | None = None,
     seconds: float = 2.0,
     dims: dict[str, int] | None = None,
+    ranges: dict[str, tuple] | None = None,
 ) -> BenchResult:
     """Time a bundle and, optionally, onnxruntime on the same inputs with the same threads."""
     from .runtime.loader import physical_cores
 
     threads = threads or physical_cores()  # the loader's default
     model = load_bundle(bundle_dir, threads=threads)
-    inputs = make_inputs(model, dims or {})
+    inputs = make_inputs(model, dims or {}, ranges=ranges)
     emulated = getattr(model, "emulated", False)
     if emulated:  # time inside the runner: one process start under qemu costs ~0.2 s
         _, stats = model.run(inputs, repeat=max(10, int(seconds * 20)))

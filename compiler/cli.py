@@ -149,6 +149,37 @@ def _pipeline_options(fn):
     return fn
 
 
+_NUMBER = r"-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
+
+
+def _parse_ranges(_ctx, _param, values: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """`--input-range NAME=LO..HI`: random values for that input, integers LO to HI inclusive
+    (floats uniform in [LO, HI))."""
+    ranges = {}
+    for value in values:
+        match = re.fullmatch(rf"([^=]+)=({_NUMBER})\.\.({_NUMBER})", value)
+        if not match:
+            raise click.BadParameter(
+                f"{value!r} is not NAME=LO..HI, expected e.g. input_ids=0..999"
+            )
+        low, high = float(match.group(2)), float(match.group(3))
+        if high < low:
+            raise click.BadParameter(f"{value!r}: HI {match.group(3)} is below LO {match.group(2)}")
+        ranges[match.group(1)] = (low, high)
+    return ranges
+
+
+_input_range_option = click.option(
+    "--input-range",
+    "input_ranges",
+    multiple=True,
+    callback=_parse_ranges,
+    metavar="NAME=LO..HI",
+    help="Random values for an input: integers LO..HI inclusive, floats in [LO, HI). Default: "
+    "token ids within the table they index, masks of ones, else normal floats and ints 0..3.",
+)
+
+
 def _dims_option(help_text: str):
     return click.option(
         "--dim", "dims", multiple=True, callback=_parse_dims, metavar="NAME=VALUE", help=help_text
@@ -455,17 +486,33 @@ def inspect(model, as_json):
 @click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance for --check.")
 @click.option("--seed", default=0, show_default=True, help="Seed for random inputs.")
 @_dims_option("Size of a symbolic dim for random inputs (default 1). Repeatable.")
+@_input_range_option
 @_threads_option
 @_json_option("Print a JSON summary on stdout.")
 @handle_errors
-def run(bundle, input_path, output_path, check_model, rtol, atol, seed, dims, threads, as_json):
+def run(
+    bundle,
+    input_path,
+    output_path,
+    check_model,
+    rtol,
+    atol,
+    seed,
+    dims,
+    input_ranges,
+    threads,
+    as_json,
+):
     """Run BUNDLE once; with --check, verify it against onnxruntime."""
     import numpy as np
 
     from .api import load_bundle, make_inputs, read_inputs, run_model
 
     model = load_bundle(bundle, threads=threads)
-    inputs = read_inputs(input_path) if input_path else make_inputs(model, dims, seed)
+    if input_path:
+        inputs = read_inputs(input_path)
+    else:
+        inputs = make_inputs(model, dims, seed, input_ranges)
     outputs = run_model(model, inputs)
     if output_path:
         np.savez(output_path, **outputs)
@@ -532,13 +579,14 @@ def run(bundle, input_path, output_path, check_model, rtol, atol, seed, dims, th
     help="Minimum measuring time per engine.",
 )
 @_dims_option("Size of a symbolic dim for the inputs (default 1). Repeatable.")
+@_input_range_option
 @_json_option("Print results as JSON.")
 @handle_errors
-def bench(bundle, compare_model, threads, seconds, dims, as_json):
+def bench(bundle, compare_model, threads, seconds, dims, input_ranges, as_json):
     """Measure BUNDLE's latency (min/median/p90), optionally against onnxruntime."""
     from .api import bench_bundle
 
-    result = bench_bundle(bundle, compare_model, threads, seconds, dims)
+    result = bench_bundle(bundle, compare_model, threads, seconds, dims, input_ranges)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return

@@ -7,7 +7,7 @@ import io
 import re
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,12 @@ class TensorInfo:
     shape: tuple[int | str, ...]
     dtype: str
     items: tuple[TensorInfo, ...] | None = None  # a sequence output: one entry per tensor
+    sample_range: tuple[int, int] | None = None  # valid random values [low, high): onnx_ranges
 
     def to_json(self) -> dict[str, Any]:
         data = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.sample_range is not None:
+            data["sample_range"] = list(self.sample_range)
         if self.items is not None:
             data["items"] = [t.to_json() for t in self.items]
         return data
@@ -186,10 +189,18 @@ def check_convertible(report: ModelReport) -> None:
             for n in report.unsupported
         )
         kinds = sorted({n.op_type for n in report.unsupported})
+        hint = "`mlc inspect MODEL` lists them; replace them or export with a different opset"
+        if any(n.domain == "com.microsoft" for n in report.unsupported):
+            hint = (
+                "com.microsoft operators are onnxruntime's contrib ops, written by its graph "
+                "optimisers (a session's optimized_model_filepath, onnxruntime.transformers."
+                "optimizer, optimum's --optimize) or by QOperator quantisation: export the model "
+                "again without onnxruntime's optimisations, or quantise with QuantFormat.QDQ"
+            )
         raise ModelError(
             f"{len(report.unsupported)} node(s) use operators mlc cannot convert "
             f"({', '.join(kinds)}): {listing}",
-            hint="`mlc inspect MODEL` lists them; replace them or export with a different opset",
+            hint=hint,
         )
 
 
@@ -279,6 +290,7 @@ def import_model(model) -> ImportedModel:
 
     from . import converters
     from .onnx_prepare import prepare
+    from .onnx_ranges import sample_ranges
 
     converters.install()
     model = prepare(model)
@@ -295,9 +307,9 @@ def import_model(model) -> ImportedModel:
     except Exception as exc:  # the importer raises anything from ValueError to TVMError
         _raise_import_error(exc, report, printed.getvalue())
     outputs = _output_infos(mod["main"], report.outputs)
-    return ImportedModel(
-        mod=mod, inputs=report.inputs, outputs=outputs, dynamic_dims=report.dynamic_dims
-    )
+    ranges = sample_ranges(model)
+    inputs = tuple(replace(t, sample_range=ranges.get(t.name)) for t in report.inputs)
+    return ImportedModel(mod=mod, inputs=inputs, outputs=outputs, dynamic_dims=report.dynamic_dims)
 
 
 def symbolic_dims_error(stage: str, exc: Exception, dims: dict[str, tuple[str, ...]]):

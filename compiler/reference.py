@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import ModelError, UsageError
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,16 @@ def run_reference(
     """The model's outputs according to onnxruntime."""
     session = ort_session(model_path, threads)
     names = [o.name for o in session.get_outputs()]
-    return flatten_sequences(dict(zip(names, session.run(names, inputs))))
+    try:
+        results = session.run(names, inputs)
+    except Exception as exc:  # onnxruntime's own exception types: bad inputs for this model
+        message = str(exc).split("Status Message:")[-1].strip().splitlines()[0][:300]
+        raise UsageError(
+            f"onnxruntime cannot run {str(model_path)!r} on these inputs: {message}",
+            hint="check that the ONNX file is the model the bundle was compiled from, and give "
+            "inputs it accepts (--input FILE, or --input-range NAME=LO..HI for indices)",
+        ) from None
+    return flatten_sequences(dict(zip(names, results)))
 
 
 def flatten_sequences(outputs: dict) -> dict[str, np.ndarray]:

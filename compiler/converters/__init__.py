@@ -13,14 +13,19 @@ from typing import Any
 _REGISTRY: dict[str, tuple[tuple[str, ...], Any]] = {}
 ONNX_DOMAINS = ("", "ai.onnx")
 ML_DOMAIN = "ai.onnx.ml"
+MS_DOMAIN = "com.microsoft"  # onnxruntime's contrib operators (converters/contrib.py)
 _TVM_OPS: frozenset[str] = frozenset()  # TVM's own converters' op types, set by install()
 # Ops that never reach the importer: rewritten on the ONNX graph first (compiler/onnx_loops.py).
 REWRITTEN = {"Loop", "Scan"}
 
 
-def register(op_type: str, domain: str = ""):
-    """Class decorator: `@register("LSTM")`, or `@register("Scaler", ML_DOMAIN)`."""
-    domains = ONNX_DOMAINS if domain in ONNX_DOMAINS else (domain,)
+def register(op_type: str, *domains: str):
+    """Class decorator: `@register("LSTM")`, `@register("Scaler", ML_DOMAIN)`, or several
+    domains: `@register("SimplifiedLayerNormalization", "", MS_DOMAIN)`."""
+    named: list[str] = []
+    for domain in domains or ("",):
+        named += ONNX_DOMAINS if domain in ONNX_DOMAINS else (domain,)
+    domains = tuple(named)
 
     def add(cls):
         _REGISTRY[op_type] = (domains, cls)
@@ -45,6 +50,7 @@ def install() -> None:
     from . import (  # noqa: F401  (each module registers its converters)
         activations,
         attention,
+        contrib,
         deform,
         image,
         losses,
@@ -81,4 +87,8 @@ def supports(op_type: str, domain: str) -> bool:
         return True
     if op_type in _REGISTRY:
         return domain in _REGISTRY[op_type][0]
+    from .contrib import TVM_CONTRIB_OPS
+
+    if domain == MS_DOMAIN:
+        return op_type in TVM_CONTRIB_OPS
     return domain in ONNX_DOMAINS and op_type in _TVM_OPS

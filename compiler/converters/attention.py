@@ -13,14 +13,14 @@ from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 from ..errors import ModelError
-from . import register
+from . import MS_DOMAIN, register
 from .static import static_dim
 
 op = relax.op
 NEG_INF = float("-inf")
 
 
-@register("Attention")
+@register("Attention", "", MS_DOMAIN)
 class Attention(OnnxOpConverter):
     @classmethod
     def _impl_v23(cls, bb, inputs, attr, params):
