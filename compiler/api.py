@@ -303,6 +303,21 @@ def _random(rng, spec, shape, given: tuple | None, sampled: list | None) -> np.n
     raise UsageError(f"cannot make random data for input {spec.name!r} of dtype {spec.dtype}")
 
 
+def bound_inputs(manifest: dict) -> dict[str, np.ndarray]:
+    """The inputs `--bind` froze into the bundle, read again from the files the manifest
+    names: onnxruntime, running the original model, still needs them."""
+    arrays = {}
+    for name, path in manifest.get("options", {}).get("bind", {}).items():
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise UsageError(
+                f"input {name!r} was bound at compile time to {path!r}, which cannot be read "
+                f"now ({exc}); onnxruntime needs its value to check the bundle"
+            ) from None
+    return arrays
+
+
 def read_inputs(path: str | Path) -> dict[str, np.ndarray]:
     """Inputs from an .npz file (keys are input names) or, for one input, an .npy file."""
     path = Path(path)

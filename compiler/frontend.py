@@ -303,9 +303,9 @@ def import_model(model) -> ImportedModel:
     except _OUR_BUGS as exc:
         if not _raised_in_tvm_importer(exc):
             raise
-        _raise_import_error(exc, report, printed.getvalue())
+        _raise_import_error(exc, report, printed.getvalue(), model)
     except Exception as exc:  # the importer raises anything from ValueError to TVMError
-        _raise_import_error(exc, report, printed.getvalue())
+        _raise_import_error(exc, report, printed.getvalue(), model)
     outputs = _output_infos(mod["main"], report.outputs)
     ranges = sample_ranges(model)
     inputs = tuple(replace(t, sample_range=ranges.get(t.name)) for t in report.inputs)
@@ -332,13 +332,40 @@ def _raised_in_tvm_importer(exc: BaseException) -> bool:
     return "/tvm/relax/frontend/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
 
 
-def _raise_import_error(exc: Exception, report: ModelReport, printed: str):
+def _raise_import_error(exc: Exception, report: ModelReport, printed: str, model=None):
     if report.dynamic_dims:
         raise symbolic_dims_error("imported", exc, report.dynamic_dims) from None
     what = f"{type(exc).__name__}: " if isinstance(exc, _OUR_BUGS) else ""
     op = re.search(r"Error converting operator (\w+)", printed)
     where = f" on a {op.group(1)} node" if op else ""
-    raise ModelError(f"the ONNX importer failed{where}: {what}{_first_line(exc)}") from None
+    hint = _run_time_values_hint(model, op.group(1) if op else None) if model else None
+    raise ModelError(f"the ONNX importer failed{where}: {what}{_first_line(exc)}", hint) from None
+
+
+def _run_time_values_hint(model, op_type: str | None) -> str | None:
+    """Where the importer met a run-time value it needs as a constant, which input's values
+    it comes from, and the --bind that freezes it."""
+    from .onnx_shapes import compile_time_values
+
+    found = compile_time_values(model.graph)
+    matching = [f for f in found if f[0].op_type == op_type] or [
+        f for f in found if f[0].op_type in ("If", "Loop")
+    ]
+    if not matching:
+        return None
+    node, reads, inputs = matching[0]
+    what = (
+        "branches on"
+        if node.op_type == "If"
+        else "reads " + ", ".join(f"input {i}" for i in reads) + " from"
+    )
+    names = sorted(inputs)
+    binds = " ".join(f"--bind {n}={_identifier(n)}.npy" for n in names)
+    return (
+        f"{node.op_type} node {node.name or '<unnamed>'!r} {what} the value of input "
+        f"{', '.join(map(repr, names))}, known only at run time; mlc needs it at compile "
+        f"time: freeze it with {binds} (an .npy of the value you will run with)"
+    )
 
 
 def _output_infos(func, onnx_outputs: tuple[TensorInfo, ...]) -> tuple[TensorInfo, ...]:

@@ -73,7 +73,37 @@ def prepare(model):
         fold_constants(model)
     if _unroll_scans(model):
         fold_constants(model)
+    _clamp_nms_limits(model)
     return model
+
+
+def _clamp_nms_limits(model) -> None:
+    """NonMaxSuppression's max_output_boxes_per_class as torchvision exports it is INT64_MAX
+    ("no limit"); TVM sizes its output by that number, in int32 ("Literal value
+    9223372036854775807 exceeds range of int32"). No class can keep more boxes than there
+    are, so a limit above the box count becomes the box count (2**31 - 1 where it is not
+    known): the same results."""
+    from onnx import numpy_helper
+
+    from .onnx_fold import static_shapes
+
+    graph = model.graph
+    nms = [n for n in graph.node if n.op_type == "NonMaxSuppression" and len(n.input) > 2]
+    if not nms:
+        return
+    consts = {t.name: t for t in graph.initializer}
+    shapes = static_shapes(model)
+    for node in nms:
+        limit = consts.get(node.input[2])
+        if limit is None:
+            continue
+        value = numpy_helper.to_array(limit)
+        boxes = shapes.get(node.input[0])
+        cap = boxes[1] if boxes and len(boxes) == 3 else 2**31 - 1
+        if value.size == 1 and int(value.reshape(-1)[0]) > cap:
+            name = f"{node.input[2]}_clamped_{node.name or id(node)}"
+            graph.initializer.append(numpy_helper.from_array(np.full_like(value, cap), name))
+            node.input[2] = name
 
 
 def _unroll_scans(model, before_upgrade: bool = False) -> bool:

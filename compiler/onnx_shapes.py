@@ -143,3 +143,40 @@ def _run(model, feeds: dict, names: list[str]) -> list:
         model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
     )
     return session.run(names, feeds)
+
+
+def compile_time_values(graph) -> list[tuple]:
+    """The nodes that need, as constants, values that come from graph inputs at run time:
+    (node, the input positions read, {graph input names those values depend on}) for a
+    shape read from values (Reshape's shape, Pad's pads, ...), an If's condition and a
+    Loop's trip count or condition, in graph order. Shape/Size outputs depend on shapes
+    only, which pinning fixes."""
+    consts = {t.name for t in graph.initializer}
+    sources: dict[str, frozenset[str]] = {
+        v.name: frozenset([v.name]) for v in graph.input if v.name not in consts
+    }
+    found = []
+    for node in graph.node:
+        reads = _value_reads(node)
+        needed = frozenset().union(*(sources.get(node.input[i], ()) for i in reads))
+        if needed:
+            found.append((node, reads, needed))
+        if node.op_type in ("Shape", "Size"):
+            continue
+        inherited = frozenset().union(*(sources.get(i, ()) for i in node.input if i))
+        for out in node.output:
+            if out and inherited:
+                sources[out] = inherited
+    return found
+
+
+def _value_reads(node) -> tuple[int, ...]:
+    n = len(node.input)
+    if node.op_type == "If":
+        return (0,)
+    if node.op_type == "Loop":
+        return tuple(i for i in (0, 1) if i < n and node.input[i])
+    where = _SHAPE_FROM_VALUES.get(node.op_type, ())
+    if where == (-1,):
+        return tuple(range(n))
+    return tuple(i for i in where if i < n and node.input[i])
