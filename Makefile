@@ -60,8 +60,8 @@ bench-quick: setup
 	  --seconds 5 --results build/bench/RESULTS-quick.md
 
 lint: setup
-	$(BIN)/ruff check compiler tests benchmarks examples
-	$(BIN)/ruff format --check compiler tests benchmarks examples
+	$(BIN)/ruff check compiler tests benchmarks examples corpus/run.py corpus/report.py
+	$(BIN)/ruff format --check compiler tests benchmarks examples corpus/run.py corpus/report.py
 
 clean:
 	rm -rf build .pytest_cache

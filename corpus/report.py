@@ -64,7 +64,8 @@ def _markdown(results: dict, summary: dict, meta: dict) -> str:
     ]
     if "geomean_speed_vs_ort" in summary:
         lines.append(
-            f"- Geometric mean speed over the passing models: {summary['geomean_speed_vs_ort']:.2f}x."
+            "- Geometric mean speed over the passing models: "
+            f"{summary['geomean_speed_vs_ort']:.2f}x."
         )
     if "symbolic" in summary:
         sym = summary["symbolic"]
@@ -75,8 +76,8 @@ def _markdown(results: dict, summary: dict, meta: dict) -> str:
         )
     lines += ["", "## Every model", ""]
     lines += [
-        "| model | family | exporter | opset | result | speed vs ORT | mlc ms | ORT ms | max abs diff "
-        "| compile s | peak MB | bundle MB | symbolic |",
+        "| model | family | exporter | opset | result | speed vs ORT | mlc ms | ORT ms "
+        "| max abs diff | compile s | peak MB | bundle MB | symbolic |",
         "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in sorted(results.items()):
@@ -99,7 +100,8 @@ def _markdown(results: dict, summary: dict, meta: dict) -> str:
     if slow:
         lines += ["", f"## Below {SLOW}x of onnxruntime", ""]
         lines += [
-            f"- **{n}**: {r['speed_vs_ort']:.2f}x ({r['mlc_ms']:.2f} ms against {r['ort_ms']:.2f} ms)"
+            f"- **{n}**: {r['speed_vs_ort']:.2f}x "
+            f"({r['mlc_ms']:.2f} ms against {r['ort_ms']:.2f} ms)"
             for n, r in sorted(slow.items())
         ]
     sym_failed = {

@@ -17,6 +17,7 @@ with NAME.json sidecars.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -207,7 +208,7 @@ def _run_dims(model: Path, pins: list[str]) -> list[str]:
     name_placeholder_dims(proto)
     dims = {}
     shapes = {}
-    for flag, value in zip(pins, pins[1:]):
+    for flag, value in itertools.pairwise(pins):
         if flag == "--dim":
             name, size = value.split("=", 1)
             dims[name] = size
