@@ -68,6 +68,7 @@ def prepare(model):
     _unroll_scans(model, before_upgrade=True)  # the version converter mangles Scan-8
     model = _upgrade_opset(model)
     _normalise_constants(model.graph)
+    _dequantize_lstm_weights(model.graph)
     fold_constants(model)
     if unroll_loops(model):  # the copies of the body may fold further
         fold_constants(model)
@@ -75,6 +76,55 @@ def prepare(model):
         fold_constants(model)
     _clamp_nms_limits(model)
     return model
+
+
+def _dequantize_lstm_weights(graph) -> None:
+    """onnxruntime's DynamicQuantizeLSTM (com.microsoft; quantize_dynamic writes it, OCR and
+    speech models ship it) is an LSTM whose int8 weights are stored transposed, [directions,
+    input, 4*hidden], with a scale and zero point per direction (or per direction and gate
+    column). Its weights are constants: they become an ordinary LSTM's fp32 weights here. The
+    activations stay in fp32 where onnxruntime quantizes them per call, so the results are as
+    close to the float model as the weights allow, within the quantization error of
+    onnxruntime's."""
+    from onnx import helper, numpy_helper
+
+    consts = {t.name: t for t in graph.initializer}
+    for index, node in enumerate(graph.node):
+        if node.op_type != "DynamicQuantizeLSTM" or node.domain != "com.microsoft":
+            continue
+        names = list(node.input) + [""] * (12 - len(node.input))
+        weights = [
+            _dequantized(consts, names[i], names[s], names[z])
+            for i, s, z in ((1, 8, 9), (2, 10, 11))
+        ]
+        if any(w is None for w in weights):
+            continue  # weights computed at run time: left for the unsupported-op error
+        new_names = []
+        for which, w in zip(("W", "R"), weights):
+            name = f"{node.name or node.output[0]}_{which}_dequantized"
+            graph.initializer.append(numpy_helper.from_array(w.transpose(0, 2, 1).copy(), name))
+            new_names.append(name)
+        inputs = [names[0], *new_names, *names[3:8]]
+        while inputs and not inputs[-1]:
+            inputs.pop()
+        lstm = helper.make_node("LSTM", inputs, list(node.output), name=node.name)
+        lstm.attribute.extend(node.attribute)
+        graph.node.remove(node)
+        graph.node.insert(index, lstm)
+
+
+def _dequantized(consts, weight: str, scale: str, zero: str):
+    from onnx import numpy_helper
+
+    if not all(n in consts for n in (weight, scale)):
+        return None
+    w = numpy_helper.to_array(consts[weight]).astype(np.float32)
+    s = numpy_helper.to_array(consts[scale]).astype(np.float32)
+    z = numpy_helper.to_array(consts[zero]).astype(np.float32) if zero in consts else 0.0
+    # scale/zero point per direction [D], or per direction and output column [D, 4H]
+    shape = (-1, 1, 1) if np.ndim(s) == 1 else (s.shape[0], 1, s.shape[1])
+    z = np.reshape(z, shape) if np.ndim(z) else z
+    return (w - z) * s.reshape(shape)
 
 
 def _clamp_nms_limits(model) -> None:

@@ -30,11 +30,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ROOT / "build" / "corpus" / "models"
-# Tolerances per model precision (|got - expected| <= atol + rtol * |expected|, each element).
+# Tolerances per model precision: each element |got - expected| <= atol + rtol * |expected|.
+# For fp16 and int8 models atol is that fraction of the output's largest magnitude (a
+# requantisation that rounds one step the other way moves later layers by a step).
 TOLERANCES = {
     "fp32": (1e-3, 1e-4),
     "fp16": (1e-2, 1e-2),
-    "int8": (5e-2, 5e-2),  # a requantisation can round one step the other way
+    "int8": (5e-2, 5e-2),
+}
+SCALED = ("fp16", "int8")
+_QUANTIZED_OPS = {
+    "QuantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "ConvInteger",
+    "QLinearConv",
+    "QLinearMatMul",
+    "DynamicQuantizeLSTM",
+    "DynamicQuantizeMatMul",
 }
 # `mlc compile` exit codes -> the corpus status (README's table).
 COMPILE_STATUS = {2: "error", 3: "unsupported", 4: "error", 1: "internal", 7: "error"}
@@ -73,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_model(meta: dict, tmp: Path, args) -> dict:
     """Every step for one model; each field of the result is JSON."""
     model = Path(meta["path"])
-    precision = _precision(meta)
-    rtol, atol = TOLERANCES[precision]
+    precision = _precision(model)
     result: dict = {
         "family": meta.get("family", "?"),
         "exporter": meta.get("exporter", "?"),
@@ -86,18 +98,17 @@ def run_model(meta: dict, tmp: Path, args) -> dict:
     pins = list(meta.get("pins", []))
     run_dims = _run_dims(model, pins)
     if "pinned" in args.modes:
-        result.update(_compile_and_check(model, tmp / "pinned", pins, run_dims, rtol, atol, args))
+        result.update(_compile_and_check(model, tmp / "pinned", pins, run_dims, precision, args))
     if "symbolic" in args.modes and meta.get("dynamic_axes"):
-        sym = _compile_and_check(
-            model, tmp / "symbolic", [], run_dims, rtol, atol, args, bench=False
-        )
+        sym = _compile_and_check(model, tmp / "symbolic", [], run_dims, precision, args, False)
         result["symbolic"] = {
             k: sym[k] for k in ("status", "reason", "compile_seconds") if k in sym
         }
     return result
 
 
-def _compile_and_check(model, bundle, pins, run_dims, rtol, atol, args, bench=True) -> dict:
+def _compile_and_check(model, bundle, pins, run_dims, precision, args, bench=True) -> dict:
+    rtol, atol = TOLERANCES[precision]
     compiled = _mlc(
         ["compile", model, "-o", bundle, "--force", "--json", "-q", *pins], args.timeout
     )
@@ -112,8 +123,25 @@ def _compile_and_check(model, bundle, pins, run_dims, rtol, atol, args, bench=Tr
     result["bundle_mb"] = round(
         sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file()) / 1e6, 1
     )
+    feed = []
+    if precision in SCALED:  # atol relative to the outputs' magnitude, on inputs saved here
+        inputs = bundle.parent / f"{bundle.name}-inputs.npz"
+        atol = atol * _output_scale(bundle, model, inputs, run_dims)
+        feed = ["--input", inputs]
     checked = _mlc(
-        ["run", bundle, "--check", model, "--json", "--rtol", rtol, "--atol", atol, *run_dims],
+        [
+            "run",
+            bundle,
+            "--check",
+            model,
+            "--json",
+            "--rtol",
+            rtol,
+            "--atol",
+            atol,
+            *run_dims,
+            *feed,
+        ],
         args.timeout,
     )
     report = _json(checked.stdout)
@@ -222,13 +250,40 @@ def _run_dims(model: Path, pins: list[str]) -> list[str]:
     return [arg for name, size in dims.items() for arg in ("--dim", f"{name}={size}")]
 
 
-def _precision(meta: dict) -> str:
-    text = f"{meta.get('name', '')} {meta.get('family', '')} {meta.get('exporter', '')}".lower()
-    if "fp16" in text or "float16" in text:
-        return "fp16"
-    if any(k in text for k in ("qdq", "int8", "quant")):
+def _precision(model: Path) -> str:
+    """int8 for a model with quantized operators, fp16 for one with fp16 weights, else fp32."""
+    import onnx
+
+    proto = onnx.load(str(model), load_external_data=False)
+    if any(n.op_type in _QUANTIZED_OPS for n in proto.graph.node):
         return "int8"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
+        return "fp16"
     return "fp32"
+
+
+def _output_scale(bundle: Path, model: Path, path: Path, run_dims: list[str]) -> float:
+    """Make the random inputs `mlc run` would (from the bundle's manifest), save them to
+    `path`, and return the largest magnitude of onnxruntime's outputs on them."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from compiler.api import bound_inputs, make_inputs
+    from compiler.reference import run_reference
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    specs = [
+        SimpleNamespace(name=e["name"], dtype=np.dtype(e["dtype"]), dims=tuple(e["shape"]))
+        for e in manifest["inputs"]
+    ]
+    dims = dict(arg.split("=", 1) for arg in run_dims if arg != "--dim")
+    fake = SimpleNamespace(inputs=specs, manifest=manifest)
+    inputs = make_inputs(fake, {k: int(v) for k, v in dims.items()})
+    np.savez(path, **inputs)
+    outputs = run_reference(model, {**bound_inputs(manifest), **inputs})
+    scale = max((float(np.max(np.abs(v))) for v in outputs.values() if v.size), default=1.0)
+    return max(scale, 1e-6)
 
 
 def _discover(folder: Path, only: str | None) -> list[dict]:

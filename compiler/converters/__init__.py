@@ -17,6 +17,7 @@ MS_DOMAIN = "com.microsoft"  # onnxruntime's contrib operators (converters/contr
 _TVM_OPS: frozenset[str] = frozenset()  # TVM's own converters' op types, set by install()
 # Ops that never reach the importer: rewritten on the ONNX graph first (compiler/onnx_loops.py).
 REWRITTEN = {"Loop", "Scan"}
+REWRITTEN_CONTRIB = {"DynamicQuantizeLSTM"}  # to an fp32 LSTM (onnx_prepare.py)
 
 
 def register(op_type: str, *domains: str):
@@ -90,5 +91,5 @@ def supports(op_type: str, domain: str) -> bool:
     from .contrib import TVM_CONTRIB_OPS
 
     if domain == MS_DOMAIN:
-        return op_type in TVM_CONTRIB_OPS
+        return op_type in TVM_CONTRIB_OPS or op_type in REWRITTEN_CONTRIB
     return domain in ONNX_DOMAINS and op_type in _TVM_OPS

@@ -13,6 +13,7 @@ import numpy as np
 from tvm import relax, tirx
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
+from ..errors import ModelError
 from . import register
 from .static import static_shape
 
@@ -48,6 +49,14 @@ def _kept_slots(bb, keep):
 
 def nonzero(bb, x):
     """ONNX NonZero: [rank, count] int64 coordinates of the non-zero elements, in C order."""
+    dims = getattr(getattr(x.ty, "shape", None), "values", None)
+    if dims is not None and any("nonzero_count" in str(d) for d in dims):
+        raise ModelError(
+            "NonZero of a tensor whose size an earlier NonZero decided (a detector's kept "
+            f"boxes, shape {list(dims)}) is not supported: mlc sizes NonZero's work at compile "
+            "time, and this size is known only at run time",
+            hint="export the model without its post-processing (NMS) and run that on the host",
+        )
     shape = static_shape(x, "NonZero") or [1]
     size = int(np.prod(shape))
     flat = relax.op.reshape(x, (size,))
