@@ -132,18 +132,28 @@ def _clamp_nms_limits(model) -> None:
     ("no limit"); TVM sizes its output by that number, in int32 ("Literal value
     9223372036854775807 exceeds range of int32"). No class can keep more boxes than there
     are, so a limit above the box count becomes the box count (2**31 - 1 where it is not
-    known): the same results."""
+    known): the same results. A missing score threshold (none: keep every score) becomes the
+    lowest float."""
     from onnx import numpy_helper
 
     from .onnx_fold import static_shapes
 
     graph = model.graph
     nms = [n for n in graph.node if n.op_type == "NonMaxSuppression" and len(n.input) > 2]
+    # Without a limit (input 2) NonMaxSuppression keeps no box at all: nothing to fix.
     if not nms:
         return
     consts = {t.name: t for t in graph.initializer}
     shapes = static_shapes(model)
     for node in nms:
+        if len(node.input) < 5 or not node.input[4]:  # no score threshold: keep every box
+            # (TVM's converter takes a missing threshold as 0.0 and drops negative scores)
+            while len(node.input) < 5:
+                node.input.append("")
+            name = f"{node.name or node.output[0]}_no_score_threshold"
+            lowest = np.array([np.finfo(np.float32).min], np.float32)
+            graph.initializer.append(numpy_helper.from_array(lowest, name))
+            node.input[4] = name
         limit = consts.get(node.input[2])
         if limit is None:
             continue

@@ -264,3 +264,214 @@ def test_quiet_compile_prints_nothing(tmp_path):
     r = mlc_subprocess("compile", tmp_path / "m.onnx", "-o", tmp_path / "b")  # exists: an error
     assert r.returncode == 2
     assert r.stderr.startswith("error: ") and "Warning" not in r.stderr
+
+
+def _saved_by_onnxruntime(tmp_path, model: onnx.ModelProto) -> Path:
+    """The model as onnxruntime's extended graph optimiser saves it (FusedConv, FusedGemm,
+    FusedMatMul, Gelu in com.microsoft), as some shipped models are."""
+    import onnxruntime as ort
+
+    src, dst = tmp_path / "plain.onnx", tmp_path / "optimised.onnx"
+    onnx.save(model, src)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("build", "contrib"),
+    [
+        ("convnet", "FusedConv"),
+        ("mlp", "FusedGemm"),
+        ("transformer_block", "FusedMatMul"),
+    ],
+)
+def test_models_saved_by_onnxruntimes_optimiser(tmp_path, build, contrib):
+    import models
+
+    model = models.convnet(batch=2) if build == "convnet" else getattr(models, build)()
+    path = _saved_by_onnxruntime(tmp_path, model)
+    ops = {(n.domain, n.op_type) for n in onnx.load(str(path)).graph.node}
+    assert ("com.microsoft", contrib) in ops
+    r = mlc("compile", path, "-o", tmp_path / "b", "-q")
+    assert r.exit_code == 0, r.stderr
+    r = mlc("run", tmp_path / "b", "--check", path)
+    assert r.exit_code == 0, r.stderr
+
+
+def _contrib_model(nodes, inputs, outputs, inits=()):
+    graph = h.make_graph(nodes, "contrib", inputs, outputs, initializer=list(inits))
+    opsets = [h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1)]
+    return h.make_model(graph, opset_imports=opsets, ir_version=8)
+
+
+def test_skip_layer_norm_and_quick_gelu(tmp_path):
+    """An optimised BERT's SkipLayerNormalization feeds its fourth output (input + skip +
+    bias) to the next one; CLIP's QuickGelu."""
+    ms = {"domain": "com.microsoft"}
+    nodes = [
+        h.make_node(
+            "SkipLayerNormalization",
+            ["x", "skip", "g", "b", "bias"],
+            ["n1", "", "", "sum1"],
+            epsilon=1e-5,
+            **ms,
+        ),
+        h.make_node("QuickGelu", ["n1"], ["act"], alpha=1.702, **ms),
+        h.make_node("SkipLayerNormalization", ["act", "sum1", "g"], ["y"], **ms),
+        h.make_node("FusedMatMul", ["y", "w"], ["z"], transB=1, alpha=0.5, **ms),
+    ]
+    inits = [
+        const("g", rand(8)),
+        const("b", rand(8)),
+        const("bias", rand(8)),
+        const("w", rand(5, 8)),
+    ]
+    model = _contrib_model(
+        nodes, [vi("x", [2, 3, 8]), vi("skip", [2, 3, 8])], [vi("z", [2, 3, 5])], inits
+    )
+    check(tmp_path, model, {"x": rand(2, 3, 8), "skip": rand(2, 3, 8)})
+
+
+def test_unsupported_contrib_op_says_where_it_comes_from(tmp_path):
+    model = _contrib_model(
+        [h.make_node("QLinearSoftmax", ["x"], ["y"], name="qs", domain="com.microsoft")],
+        [vi("x", [1, 4])],
+        [vi("y", [1, 4])],
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    r = mlc("compile", tmp_path / "m.onnx", "-o", tmp_path / "b")
+    assert r.exit_code == 3
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == (
+        "error: 1 node(s) use operators mlc cannot convert (QLinearSoftmax): QLinearSoftmax "
+        "(node 'qs', domain 'com.microsoft')"
+    )
+    assert lines[1].startswith("hint: com.microsoft operators are onnxruntime's contrib ops")
+    assert "QuantFormat.QDQ" in lines[1]
+
+
+def test_dynamic_quantize_lstm(tmp_path):
+    """quantize_dynamic's LSTM (ddddocr ships one): int8 weights stored transposed, a scale
+    and zero point per direction; checked against the float LSTM with the same weights."""
+    hidden, feat, seq = 6, 5, 4
+    w = np.random.default_rng(3).integers(-100, 100, (2, feat, 4 * hidden)).astype(np.int8)
+    r = np.random.default_rng(4).integers(-100, 100, (2, hidden, 4 * hidden)).astype(np.int8)
+    scales = {"ws": np.array([0.01, 0.02], np.float32), "rs": np.array([0.015, 0.005], np.float32)}
+    zeros = {"wz": np.array([3, -2], np.int8), "rz": np.array([0, 1], np.int8)}
+    inits = [const("w", w), const("r", r), *(const(k, v) for k, v in {**scales, **zeros}.items())]
+    node = h.make_node(
+        "DynamicQuantizeLSTM",
+        ["x", "w", "r", "", "", "", "", "", "ws", "wz", "rs", "rz"],
+        ["y"],
+        hidden_size=hidden,
+        direction="bidirectional",
+        domain="com.microsoft",
+    )
+    quantized = _contrib_model(
+        [node], [vi("x", [seq, 1, feat])], [vi("y", [seq, 2, 1, hidden])], inits
+    )
+    onnx.save(quantized, tmp_path / "q.onnx")
+    wf = (w.astype(np.float32) - zeros["wz"].reshape(2, 1, 1)) * scales["ws"].reshape(2, 1, 1)
+    rf = (r.astype(np.float32) - zeros["rz"].reshape(2, 1, 1)) * scales["rs"].reshape(2, 1, 1)
+    reference = make_model(
+        [
+            h.make_node(
+                "LSTM", ["x", "w", "r"], ["y"], hidden_size=hidden, direction="bidirectional"
+            )
+        ],
+        [vi("x", [seq, 1, feat])],
+        [vi("y", [seq, 2, 1, hidden])],
+        [const("w", wf.transpose(0, 2, 1).copy()), const("r", rf.transpose(0, 2, 1).copy())],
+    )
+    onnx.save(reference, tmp_path / "float.onnx")
+    assert mlc("compile", tmp_path / "q.onnx", "-o", tmp_path / "b", "-q").exit_code == 0
+    r = mlc("run", tmp_path / "b", "--check", tmp_path / "float.onnx")
+    assert r.exit_code == 0, r.stderr
+    r = mlc("run", tmp_path / "b", "--check", tmp_path / "q.onnx", "--atol", "0.1")
+    assert r.exit_code == 0, r.stderr  # onnxruntime's own, with activations quantized
+
+
+def test_nms_without_a_box_limit(tmp_path):
+    """torchvision exports max_output_boxes_per_class as INT64_MAX; TVM sized NMS's output
+    by it in int32 and failed to build."""
+    nodes = [h.make_node("NonMaxSuppression", ["boxes", "scores", "limit", "iou"], ["sel"])]
+    inits = [
+        const("limit", np.array([2**63 - 1], np.int64)),
+        const("iou", np.array([0.5], np.float32)),
+    ]
+    model = make_model(
+        nodes,
+        [vi("boxes", [1, 6, 4]), vi("scores", [1, 2, 6])],
+        [vi("sel", ["n", 3], TensorProto.INT64)],
+        inits,
+    )
+    corners = np.random.default_rng(5).uniform(0, 10, (1, 6, 2)).astype(np.float32)
+    boxes = np.concatenate([corners, corners + 3], axis=2)
+    # Scores as detectors give them, probabilities: TVM's NMS marks a suppressed box with a
+    # score of -1 and counts only scores above 0 as boxes.
+    scores = np.random.default_rng(6).uniform(0.05, 1, (1, 2, 6)).astype(np.float32)
+    check(tmp_path, model, {"boxes": boxes, "scores": scores})
+
+
+def test_a_value_needed_at_compile_time_names_the_input_and_the_bind(tmp_path):
+    """silero-vad branches on its sample-rate input: the importer meets a run-time value, and
+    the error says which input and how to freeze it."""
+    then_graph = h.make_graph(
+        [
+            h.make_node("Constant", [], ["no_pads"], value=const("v", np.array([0, 0], np.int64))),
+            h.make_node("Shape", ["x"], ["shape"]),  # pads computed in the branch
+            h.make_node("Concat", ["no_pads", "shape"], ["branch_pads"], axis=0),
+            h.make_node("Pad", ["x", "branch_pads"], ["p"]),
+        ],
+        "then",
+        [],
+        [vi("p", [2, 8])],
+    )
+    else_graph = h.make_graph(
+        [h.make_node("Identity", ["x"], ["e"])], "else", [], [vi("e", [1, 4])]
+    )
+    nodes = [
+        h.make_node("Equal", ["sr", "rate"], ["is16k"]),
+        h.make_node(
+            "If",
+            ["is16k"],
+            ["y"],
+            name="rate_check",
+            then_branch=then_graph,
+            else_branch=else_graph,
+        ),
+    ]
+    inits = [const("rate", np.array(16000, np.int64))]
+    model = make_model(
+        nodes, [vi("x", [1, 4]), vi("sr", [], TensorProto.INT64)], [vi("y", [1, "w"])], inits
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    r = mlc("compile", tmp_path / "m.onnx", "-o", tmp_path / "b")
+    assert r.exit_code == 3, r.stderr
+    assert r.stderr.strip().splitlines()[1] == (
+        "hint: If node 'rate_check' branches on the value of input 'sr', known only at run time; "
+        "mlc needs it at compile time: freeze it with --bind sr=sr.npy (an .npy of the value you "
+        "will run with)"
+    )
+    np.save(tmp_path / "sr.npy", np.array(16000, np.int64))
+    r = mlc(
+        "compile", tmp_path / "m.onnx", "-o", tmp_path / "b", "--bind", f"sr={tmp_path / 'sr.npy'}"
+    )
+    assert r.exit_code == 0, r.stderr
+    r = mlc("run", tmp_path / "b", "--check", tmp_path / "m.onnx")  # onnxruntime gets sr too
+    assert r.exit_code == 0, r.stderr
+
+
+def test_input_range_flag(tmp_path, bundles):
+    r = mlc("run", bundles("mlp"), "--input-range", "nope=0..3")
+    assert r.exit_code == 2
+    assert r.stderr.startswith(
+        "error: --input-range names input 'nope', which the model does not have"
+    )
+    r = mlc("run", bundles("mlp"), "--input-range", "x=3..1")
+    assert r.exit_code == 2 and "HI 1 is below LO 3" in r.stderr
+    r = mlc("run", bundles("mlp"), "--input-range", "x=-1..1", "--json")
+    assert r.exit_code == 0, r.stderr
