@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mlc-installed
 
-.PHONY: setup setup-cross example test test-fast bench bench-quick conformance lint clean
+.PHONY: setup setup-cross example test test-fast bench bench-quick conformance corpus corpus-models lint clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,27 @@ TUNE_MINUTES ?= 20
 # mlc, each case in its own process: writes conformance/REPORT.md and conformance/results.json.
 conformance: setup
 	$(BIN)/python -m conformance.run --jobs 2
+
+# The real-model corpus (corpus/): build the models once into build/corpus/models (a venv of
+# its own with torch, transformers, timm, TensorFlow, Paddle: ~8 GB, about 20 minutes), then
+# compile, check and time each with mlc against onnxruntime: writes corpus/REPORT.md and
+# corpus/results.json (about 40 minutes on 2 cores).
+CORPUS_VENV := build/corpus/venv
+CORPUS_PADDLE := build/corpus/venv-paddle
+$(CORPUS_VENV)/.installed: corpus/requirements.txt
+	$(PYTHON) -m venv $(CORPUS_VENV)
+	$(CORPUS_VENV)/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(CORPUS_VENV)/bin/pip install -q --disable-pip-version-check -r corpus/requirements.txt
+	$(PYTHON) -m venv $(CORPUS_PADDLE)
+	$(CORPUS_PADDLE)/bin/pip install -q --disable-pip-version-check paddlepaddle==3.3.1 \
+	  paddle2onnx==2.1.0 packaging==26.4 || echo "note: Paddle did not install; its models are skipped"
+	touch $@
+
+corpus-models: $(CORPUS_VENV)/.installed
+	$(CORPUS_VENV)/bin/python corpus/build.py
+
+corpus: setup corpus-models
+	$(BIN)/python -m corpus.run
 
 bench: setup
 	$(BIN)/python benchmarks/loader_overhead.py

@@ -338,33 +338,46 @@ def _raise_import_error(exc: Exception, report: ModelReport, printed: str, model
     what = f"{type(exc).__name__}: " if isinstance(exc, _OUR_BUGS) else ""
     op = re.search(r"Error converting operator (\w+)", printed)
     where = f" on a {op.group(1)} node" if op else ""
-    hint = _run_time_values_hint(model, op.group(1) if op else None) if model else None
+    hint = _run_time_values_hint(model, op.group(1) if op else None, str(exc)) if model else None
     raise ModelError(f"the ONNX importer failed{where}: {what}{_first_line(exc)}", hint) from None
 
 
-def _run_time_values_hint(model, op_type: str | None) -> str | None:
-    """Where the importer met a run-time value it needs as a constant, which input's values
-    it comes from, and the --bind that freezes it."""
+def _run_time_values_hint(model, op_type: str | None, message: str) -> str | None:
+    """Where the importer met a run-time value it needs as a constant: which input's value
+    it comes from (and the --bind that freezes it), or which data-dependent op decided it.
+    The node is the one the message names ("Node /inner/ReduceMin cannot ..."), else the
+    first of the failing operator's kind."""
     from .onnx_shapes import compile_time_values
 
     found = compile_time_values(model.graph)
-    matching = [f for f in found if f[0].op_type == op_type] or [
-        f for f in found if f[0].op_type in ("If", "Loop")
-    ]
+    named = re.search(r"Node (\S+)", message)
+    matching = [f for f in found if named and f[0].name == named.group(1)]
+    matching = (
+        matching
+        or [f for f in found if f[0].op_type == op_type]
+        or [f for f in found if f[0].op_type in ("If", "Loop") and any(f[2].get(i) for i in f[1])]
+    )
     if not matching:
         return None
-    node, reads, inputs = matching[0]
-    what = (
-        "branches on"
-        if node.op_type == "If"
-        else "reads " + ", ".join(f"input {i}" for i in reads) + " from"
-    )
-    names = sorted(inputs)
+    node, reads, per_input = matching[0]
+    needed = [per_input[i] for i in reads if per_input.get(i)] or list(per_input.values())
+    sources = sorted(frozenset().union(*needed))
+    label = f"{node.op_type} node {node.name or '<unnamed>'!r}"
+    decided = [s for s in sources if s[0] == "node"]
+    if decided:
+        _kind, op, name = decided[0]
+        return (
+            f"{label} reads a size that {op} node {name!r} decides at run time (how many "
+            "elements it keeps); mlc needs it at compile time: export the model without "
+            "that data-dependent post-processing and run it on the host"
+        )
+    names = [s[1] for s in sources]
+    what = "branches on" if node.op_type == "If" else "reads"
     binds = " ".join(f"--bind {n}={_identifier(n)}.npy" for n in names)
     return (
-        f"{node.op_type} node {node.name or '<unnamed>'!r} {what} the value of input "
-        f"{', '.join(map(repr, names))}, known only at run time; mlc needs it at compile "
-        f"time: freeze it with {binds} (an .npy of the value you will run with)"
+        f"{label} {what} the value of input {', '.join(map(repr, names))}, known only at run "
+        f"time; mlc needs it at compile time: freeze it with {binds} (an .npy of the value "
+        "you will run with)"
     )
 
 

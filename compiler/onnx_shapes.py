@@ -146,27 +146,41 @@ def _run(model, feeds: dict, names: list[str]) -> list:
 
 
 def compile_time_values(graph) -> list[tuple]:
-    """The nodes that need, as constants, values that come from graph inputs at run time:
-    (node, the input positions read, {graph input names those values depend on}) for a
-    shape read from values (Reshape's shape, Pad's pads, ...), an If's condition and a
-    Loop's trip count or condition, in graph order. Shape/Size outputs depend on shapes
-    only, which pinning fixes."""
+    """The nodes whose inputs carry values known only at run time: (node, the positions it
+    needs as constants, {position: sources}) in graph order, where a source is
+    ("input", name) for a graph input's value or ("node", op type, name) for a size that a
+    data-dependent op (NonZero, NonMaxSuppression, ...) decides. The positions it needs are a
+    shape read from values (Reshape's shape, Pad's pads), an If's condition, a Loop's trip
+    count. Shape/Size outputs depend on shapes only, which pinning fixes, unless an earlier
+    data-dependent op decided them."""
     consts = {t.name for t in graph.initializer}
-    sources: dict[str, frozenset[str]] = {
-        v.name: frozenset([v.name]) for v in graph.input if v.name not in consts
+    values: dict[str, frozenset] = {
+        v.name: frozenset([("input", v.name)]) for v in graph.input if v.name not in consts
     }
+    shapes: dict[str, frozenset] = {}  # tensor -> the data-dependent nodes its shape follows
     found = []
     for node in graph.node:
-        reads = _value_reads(node)
-        needed = frozenset().union(*(sources.get(node.input[i], ()) for i in reads))
-        if needed:
-            found.append((node, reads, needed))
+        ins = [i for i in node.input if i]
+        per_input = {
+            pos: values.get(name, frozenset()) for pos, name in enumerate(node.input) if name
+        }
+        if any(per_input.values()):
+            found.append((node, _value_reads(node), per_input))
         if node.op_type in ("Shape", "Size"):
-            continue
-        inherited = frozenset().union(*(sources.get(i, ()) for i in node.input if i))
+            out_values = shapes.get(node.input[0], frozenset())
+        else:
+            out_values = frozenset().union(*(values.get(i, ()) for i in ins))
+        out_shapes = frozenset().union(*(shapes.get(i, ()) for i in ins))
+        if node.op_type in _DATA_DEPENDENT:
+            out_shapes |= {("node", node.op_type, node.name or node.output[0])}
+        out_shapes |= frozenset().union(
+            *(values.get(node.input[i], ()) for i in _value_reads(node))
+        )
         for out in node.output:
-            if out and inherited:
-                sources[out] = inherited
+            if out and out_values:
+                values[out] = out_values
+            if out and out_shapes:
+                shapes[out] = out_shapes
     return found
 
 
