@@ -74,16 +74,88 @@ def _trip_count(node, consts) -> int:
             for n in body.node
         )
         if not passthrough:
-            raise ModelError(
-                f"Loop {name!r} computes its condition in the body (an early exit): this is not "
-                "supported, mlc unrolls loops with a fixed trip count"
-            )
+            limit = int(scalar(m))
+            trips = counted_trips(node, body, consts, min(limit, MAX_TRIPS + 1))
+            if trips is None:
+                raise ModelError(
+                    f"Loop {name!r} computes its condition in the body from values known only "
+                    "at run time (an early exit): this is not supported, mlc unrolls loops "
+                    "whose trip count is known at compile time"
+                )
+            if trips > MAX_TRIPS:
+                raise ModelError(
+                    f"Loop {name!r} runs more than {MAX_TRIPS} times: mlc unrolls loops of 1 "
+                    f"to {MAX_TRIPS} iterations"
+                )
+            return trips
     trips = int(scalar(m))
     if not 0 < trips <= MAX_TRIPS:
         raise ModelError(
             f"Loop {name!r} runs {trips} times: mlc unrolls loops of 1 to {MAX_TRIPS} iterations"
         )
     return trips
+
+
+def counted_trips(node, body, consts, limit: int) -> int | None:
+    """How many times a Loop whose body computes its condition runs, when that condition is
+    a function of the iteration number, constants and loop-carried counters that start from
+    constants (tf2onnx's while loops: `i < timesteps and n < max`): the condition's part of
+    the body is run on its own, iteration by iteration. None when it reads anything else."""
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    produced = {o: n for n in body.node for o in n.output if o}
+    inputs = [v.name for v in body.input]
+    local = {t.name: t for t in body.initializer}
+    carried_at = {name: k for k, name in enumerate(inputs) if k >= 2}
+    wanted, cone, used_carried, outer = [body.output[0].name], {}, set(), set()
+    while wanted:
+        name = wanted.pop()
+        if name in cone or name in local or name in inputs[:2] or name in outer:
+            continue
+        if name in carried_at:
+            k = carried_at[name]
+            if k in used_carried:
+                continue
+            used_carried.add(k)
+            if node.input[k] not in consts:
+                return None  # a carried value that starts from a run-time value
+            wanted.append(body.output[k - 1].name)
+            continue
+        producer = produced.get(name)
+        if producer is None:
+            if name not in consts:
+                return None  # an outer-scope value known only at run time
+            outer.add(name)
+            continue
+        if producer.domain not in ("", "ai.onnx") or any(
+            a.HasField("g") or a.graphs for a in producer.attribute
+        ):
+            return None
+        cone[name] = producer
+        wanted.extend(i for i in producer.input if i)
+    order = [n for n in body.node if any(o in cone for o in n.output)]
+    carried = sorted(used_carried)
+    feeds_in = [inputs[0], inputs[1], *(inputs[k] for k in carried)]
+    outs = [body.output[0].name, *(body.output[k - 1].name for k in carried)]
+    graph = helper.make_graph(
+        order,
+        "loop_condition",
+        [helper.make_tensor_value_info(n, 0, None) for n in feeds_in],
+        [helper.make_tensor_value_info(n, 0, None) for n in outs],
+        [*local.values(), *(consts[n] for n in outer)],
+    )
+    try:
+        evaluator = ReferenceEvaluator(helper.make_model(graph))
+        state = [numpy_helper.to_array(consts[node.input[k]]) for k in carried]
+        for it in range(limit):
+            feed = dict(zip(feeds_in, [np.array(it, np.int64), np.array(True), *state]))
+            cond, *state = evaluator.run(None, feed)
+            if not bool(np.asarray(cond).reshape(-1)[0]):
+                return it + 1
+    except Exception:  # the reference implementation rejects the condition's nodes
+        return None
+    return limit
 
 
 class _Unroller:

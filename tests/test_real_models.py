@@ -475,3 +475,60 @@ def test_input_range_flag(tmp_path, bundles):
     assert r.exit_code == 2 and "HI 1 is below LO 3" in r.stderr
     r = mlc("run", bundles("mlp"), "--input-range", "x=-1..1", "--json")
     assert r.exit_code == 0, r.stderr
+
+
+def _while_loop(limit_from_input: bool = False) -> onnx.ModelProto:
+    """tf2onnx's while loop (every Keras RNN): a huge trip count, and a condition computed in
+    the body from the iteration number and a carried counter, `i < 5 and n + 1 < 4`."""
+    body = h.make_graph(
+        [
+            h.make_node("Less", ["it", "five"], ["c1"]),
+            h.make_node("Add", ["n_in", "one"], ["n_out"]),
+            h.make_node("Less", ["n_out", "four"], ["c2"]),
+            h.make_node("And", ["c1", "c2"], ["cond_out"]),
+            h.make_node("Add", ["acc_in", "x"], ["acc_out"]),
+            h.make_node("Identity", ["acc_out"], ["step"]),
+        ],
+        "body",
+        [
+            vi("it", [], TensorProto.INT64),
+            vi("cond_in", [], TensorProto.BOOL),
+            vi("n_in", [], TensorProto.INT64),
+            vi("acc_in", [3]),
+        ],
+        [
+            vi("cond_out", [], TensorProto.BOOL),
+            vi("n_out", [], TensorProto.INT64),
+            vi("acc_out", [3]),
+            vi("step", [3]),
+        ],
+        [
+            const("five", np.array(5, np.int64)),
+            const("one", np.array(1, np.int64)),
+            const("four", np.array(4, np.int64)),
+        ],
+    )
+    start = "n0_input" if limit_from_input else "n0"
+    node = h.make_node("Loop", ["m", "go", start, "zeros"], ["n", "acc", "steps"], body=body)
+    inits = [
+        const("m", np.array(2**31 - 1, np.int64)),
+        const("go", np.array(True)),
+        const("zeros", np.zeros(3, np.float32)),
+        const("n0", np.array(0, np.int64)),
+    ]
+    inputs = [vi("x", [3])] + ([vi("n0_input", [], TensorProto.INT64)] if limit_from_input else [])
+    outputs = [vi("n", [], TensorProto.INT64), vi("acc", [3]), vi("steps", ["k", 3])]
+    return make_model([node], inputs, outputs, inits)
+
+
+def test_while_loop_whose_condition_counts(tmp_path):
+    got = check(tmp_path, _while_loop(), {"x": rand(3)})
+    assert got["steps"].shape == (4, 3)  # n + 1 < 4 stops it after the fourth step
+
+
+def test_while_loop_whose_condition_reads_an_input(tmp_path):
+    path = tmp_path / "loop.onnx"
+    onnx.save(_while_loop(limit_from_input=True), path)
+    r = mlc("compile", path, "-o", tmp_path / "b")
+    assert r.exit_code == 3
+    assert "computes its condition in the body from values known only at run time" in r.stderr
