@@ -81,8 +81,8 @@ bench-quick: setup
 	  --seconds 5 --results build/bench/RESULTS-quick.md
 
 lint: setup
-	$(BIN)/ruff check compiler tests benchmarks examples corpus/run.py corpus/report.py
-	$(BIN)/ruff format --check compiler tests benchmarks examples corpus/run.py corpus/report.py
+	$(BIN)/ruff check compiler tests benchmarks examples corpus
+	$(BIN)/ruff format --check compiler tests benchmarks examples corpus
 
 clean:
 	rm -rf build .pytest_cache

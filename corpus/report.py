@@ -77,8 +77,8 @@ def _markdown(results: dict, summary: dict, meta: dict) -> str:
     lines += ["", "## Every model", ""]
     lines += [
         "| model | family | exporter | opset | result | speed vs ORT | mlc ms | ORT ms "
-        "| max abs diff | compile s | peak MB | bundle MB | symbolic |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| max abs diff | compile s | peak MB | bundle MB | symbolic | flags |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, r in sorted(results.items()):
         speed = f"{r['speed_vs_ort']:.2f}x" if r.get("speed_vs_ort") else ""
@@ -87,7 +87,7 @@ def _markdown(results: dict, summary: dict, meta: dict) -> str:
             f"| {r.get('status')} | {speed} | {_num(r.get('mlc_ms'))} | {_num(r.get('ort_ms'))} "
             f"| {_sci(r.get('max_abs_diff'))} | {r.get('compile_seconds', '')} "
             f"| {r.get('peak_rss_mb', '')} | {r.get('bundle_mb', '')} "
-            f"| {r.get('symbolic', {}).get('status', '')} |"
+            f"| {r.get('symbolic', {}).get('status', '')} | `{r.get('flags', '')}` |"
         )
     failed = {n: r for n, r in results.items() if r.get("status") != "pass"}
     if failed:

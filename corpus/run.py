@@ -95,8 +95,12 @@ def run_model(meta: dict, tmp: Path, args) -> dict:
         "precision": precision,
         "size_mb": round(model.stat().st_size / 1e6, 1),
     }
-    pins = list(meta.get("pins", []))
+    pins = list(meta.get("pins", [])) + _binds(meta, tmp)
     run_dims = _run_dims(model, pins)
+    shown = [*meta.get("pins", [])]
+    for name, spec in meta.get("binds", {}).items():
+        shown += ["--bind", f"{name}=<{spec['dtype']} {spec['value']}>"]
+    result["flags"] = " ".join(shown)
     if "pinned" in args.modes:
         result.update(_compile_and_check(model, tmp / "pinned", pins, run_dims, precision, args))
     if "symbolic" in args.modes and meta.get("dynamic_axes"):
@@ -248,6 +252,19 @@ def _run_dims(model: Path, pins: list[str]) -> list[str]:
             if dim.dim_param and value.name in shapes and axis < len(shapes[value.name]):
                 dims.setdefault(dim.dim_param, shapes[value.name][axis])
     return [arg for name, size in dims.items() for arg in ("--dim", f"{name}={size}")]
+
+
+def _binds(meta: dict, tmp: Path) -> list[str]:
+    """`--bind NAME=FILE.npy` for the sidecar's `binds` ({name: {"dtype", "value"}}): inputs
+    that are configuration (silero-vad's sample rate), frozen as the error's hint says."""
+    import numpy as np
+
+    flags = []
+    for name, spec in meta.get("binds", {}).items():
+        path = tmp / f"{meta['name']}-{name}.npy"
+        np.save(path, np.array(spec["value"], dtype=spec["dtype"]))
+        flags += ["--bind", f"{name}={path}"]
+    return flags
 
 
 def _precision(model: Path) -> str:
