@@ -72,26 +72,7 @@ MAX_MEASURED_BYTES = 1 << 31  # onnxruntime takes a model as one protobuf: 2 GB 
 def value_dependent_shapes(graph) -> set[str]:
     """Names of the tensors whose shapes may depend on the values of the graph inputs
     (not just on their shapes), in the top-level graph."""
-    consts = {t.name for t in graph.initializer}
-    valued = {v.name for v in graph.input} - consts  # values that come from the inputs
-    shaped: set[str] = set()  # shapes that may depend on those values
-    for node in graph.node:
-        ins = [i for i in node.input if i]
-        out_valued = any(i in valued for i in ins)
-        out_shaped = any(i in shaped for i in ins)
-        if node.op_type in ("Shape", "Size"):
-            out_valued = out_shaped  # a shape is a value of the inputs' shapes only
-        elif node.op_type in _DATA_DEPENDENT or node.op_type.startswith(_SEQUENCE_PREFIXES):
-            out_shaped = True
-        elif node.op_type in _SHAPE_FROM_VALUES:
-            where = _SHAPE_FROM_VALUES[node.op_type]
-            reads = node.input if where == (-1,) else [node.input[i] for i in where if i < len(ins)]
-            out_shaped = out_shaped or any(i in valued for i in reads if i)
-        if out_valued:
-            valued.update(o for o in node.output if o)
-        if out_shaped:
-            shaped.update(o for o in node.output if o)
-    return shaped
+    return set(_taint(graph)[1])
 
 
 def measure_shape_nodes(model, wanted: list) -> dict[str, np.ndarray]:
@@ -151,13 +132,20 @@ def compile_time_values(graph) -> list[tuple]:
     ("input", name) for a graph input's value or ("node", op type, name) for a size that a
     data-dependent op (NonZero, NonMaxSuppression, ...) decides. The positions it needs are a
     shape read from values (Reshape's shape, Pad's pads), an If's condition, a Loop's trip
-    count. Shape/Size outputs depend on shapes only, which pinning fixes, unless an earlier
-    data-dependent op decided them."""
+    count."""
+    return _taint(graph)[2]
+
+
+def _taint(graph) -> tuple[dict, dict, list]:
+    """One walk of the top-level graph: for each tensor, where its values come from at run
+    time (graph inputs, or sizes that data-dependent ops decided), where its shape does, and
+    the nodes that read such values (compile_time_values). Shape/Size outputs depend on
+    shapes only, which pinning fixes, unless a data-dependent op decided them."""
     consts = {t.name for t in graph.initializer}
     values: dict[str, frozenset] = {
         v.name: frozenset([("input", v.name)]) for v in graph.input if v.name not in consts
     }
-    shapes: dict[str, frozenset] = {}  # tensor -> the data-dependent nodes its shape follows
+    shapes: dict[str, frozenset] = {}
     found = []
     for node in graph.node:
         ins = [i for i in node.input if i]
@@ -171,7 +159,7 @@ def compile_time_values(graph) -> list[tuple]:
         else:
             out_values = frozenset().union(*(values.get(i, ()) for i in ins))
         out_shapes = frozenset().union(*(shapes.get(i, ()) for i in ins))
-        if node.op_type in _DATA_DEPENDENT:
+        if node.op_type in _DATA_DEPENDENT or node.op_type.startswith(_SEQUENCE_PREFIXES):
             out_shapes |= {("node", node.op_type, node.name or node.output[0])}
         out_shapes |= frozenset().union(
             *(values.get(node.input[i], ()) for i in _value_reads(node))
@@ -181,7 +169,7 @@ def compile_time_values(graph) -> list[tuple]:
                 values[out] = out_values
             if out and out_shapes:
                 shapes[out] = out_shapes
-    return found
+    return values, shapes, found
 
 
 def _value_reads(node) -> tuple[int, ...]:
