@@ -14,7 +14,7 @@ import click
 
 from . import __version__
 from .errors import EXIT_CHECK, EXIT_INTERNAL, MlcError
-from .native_log import native_logs_hidden, silence_native_logs
+from .native_log import native_logs_hidden
 from .options import PRECISIONS
 
 
@@ -22,7 +22,6 @@ def _fail(message: str, hint: str | None, code: int) -> None:
     click.echo(f"error: {message}", err=True)
     if hint:
         click.echo(f"hint: {hint}", err=True)
-    silence_native_logs()  # TVM's destructors log at exit ("BlockBuilder destroyed ...")
     sys.exit(code)
 
 

@@ -8,8 +8,10 @@ indices" with no way to turn them off from Python. They are for whoever debugs t
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,6 +37,12 @@ def native_logs_hidden() -> Iterator[None]:
     os.close(sink)
     try:
         yield
+    except BaseException as exc:
+        # A failed import or build leaves TVM objects in the traceback's frames, whose
+        # destructors log ("BlockBuilder destroyed with remaining blocks") when the frames
+        # go: let them go now, while fd 2 is hidden. The CLI prints no traceback here.
+        _drop_frames(exc)
+        raise
     finally:
         if replaced:
             stream, sys.stderr = sys.stderr, original
@@ -43,18 +51,14 @@ def native_logs_hidden() -> Iterator[None]:
         os.close(saved)
 
 
-def silence_native_logs() -> None:
-    """Send fd 2 to /dev/null for the rest of the process (after the last message), unless
-    MLC_DEBUG is set."""
-    if os.environ.get("MLC_DEBUG"):
-        return
-    try:
-        sys.stderr.flush()
-        sink = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(sink, 2)
-        os.close(sink)
-    except (OSError, ValueError):
-        pass
+def _drop_frames(exc: BaseException) -> None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if exc.__traceback__ is not None:
+            traceback.clear_frames(exc.__traceback__)
+        exc = exc.__context__ or exc.__cause__
+    gc.collect()
 
 
 def _writes_to_fd2(stream) -> bool:

@@ -456,6 +456,10 @@ def test_a_value_needed_at_compile_time_names_the_input_and_the_bind(tmp_path):
         "mlc needs it at compile time: freeze it with --bind sr=sr.npy (an .npy of the value you "
         "will run with)"
     )
+    # In a real process: the failed import's TVM objects log as they are destroyed
+    # ("BlockBuilder destroyed with remaining blocks"), which must not follow the error.
+    r = mlc_subprocess("compile", tmp_path / "m.onnx", "-o", tmp_path / "b")
+    assert (r.returncode, len(r.stderr.strip().splitlines())) == (3, 2), r.stderr
     np.save(tmp_path / "sr.npy", np.array(16000, np.int64))
     r = mlc(
         "compile", tmp_path / "m.onnx", "-o", tmp_path / "b", "--bind", f"sr={tmp_path / 'sr.npy'}"
