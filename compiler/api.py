@@ -81,6 +81,7 @@ def compile_model(
         validate,
     )
     from .onnx_prepare import bind_inputs
+    from .targets import has_fp16_arithmetic, resolve_target
 
     with timer("import"):
         say(f"reading {model_path}")
@@ -90,15 +91,14 @@ def compile_model(
         pinned = pin_shapes(model, options.input_shapes, options.dims, options.dim_ranges)
         pinned = bind_inputs(pinned, options.bind)
         say("importing into Relax")
-        imported = import_model(pinned)
+        target = resolve_target(preset)
+        imported = import_model(pinned, fp16_in_fp32=not has_fp16_arithmetic(target))
         del model, pinned  # the Relax module holds the weights now; free the protobuf copy
 
     from .build import build
     from .bundle import write_bundle
-    from .targets import resolve_target
 
     with timer("build"):
-        target = resolve_target(preset)
         say(f"compiling for {preset.name} ({target.target.get('mcpu', target.target['kind'])})")
         built = build(imported, target, options)
     with timer("bundle"):
@@ -150,7 +150,7 @@ def tune_model(
     from .frontend import check_convertible, import_model, inspect_model, pin_shapes, read_onnx
     from .onnx_prepare import bind_inputs
     from .schedules.tuning import TuneSettings, tune
-    from .targets import load_preset, resolve_target
+    from .targets import has_fp16_arithmetic, load_preset, resolve_target
 
     settings = TuneSettings(str(db), trials, seconds, threads, model_check)
     preset = load_preset(options.target)
@@ -158,10 +158,11 @@ def tune_model(
     model = read_onnx(model_path)
     check_convertible(inspect_model(model, str(model_path)))
     pinned = pin_shapes(model, options.input_shapes, options.dims, options.dim_ranges)
-    imported = import_model(bind_inputs(pinned, options.bind))
+    target = resolve_target(preset)
+    fp16_in_fp32 = not has_fp16_arithmetic(target)
+    imported = import_model(bind_inputs(pinned, options.bind), fp16_in_fp32)
     del model, pinned
     _check_fixed_sizes(imported, model_path)
-    target = resolve_target(preset)
     mod, _weights = prepare(imported, options, target)
     result = tune(mod, target, options, settings, progress)
     del mod

@@ -284,15 +284,19 @@ def _pin_input(name: str, shape, wanted: tuple[int, ...]) -> None:
         dim.dim_value = want
 
 
-def import_model(model) -> ImportedModel:
-    """Convert a checked, shape-pinned ONNX model into a Relax module."""
+def import_model(model, fp16_in_fp32: bool = False) -> ImportedModel:
+    """Convert a checked, shape-pinned ONNX model into a Relax module; with `fp16_in_fp32`
+    (a CPU without fp16 arithmetic) an fp16 model computes in fp32 (onnx_fp16.py)."""
     from tvm.relax.frontend.onnx import from_onnx
 
     from . import converters
+    from .onnx_fp16 import computes_in_fp16, upcast_fp16
     from .onnx_prepare import prepare
     from .onnx_ranges import sample_ranges
 
     converters.install()
+    if fp16_in_fp32 and computes_in_fp16(model):
+        upcast_fp16(model)
     model = prepare(model)
     report = inspect_model(model)
     printed = io.StringIO()  # the importer prints the operator it failed on to stdout

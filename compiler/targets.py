@@ -210,6 +210,25 @@ def resolve_target(preset: TargetPreset) -> ResolvedTarget:
     return ResolvedTarget(preset=preset, target=target, cpu_features=tuple(features), **gpu)
 
 
+def has_fp16_arithmetic(target: ResolvedTarget) -> bool:
+    """Can the target compute in fp16 at full speed? GPUs and AArch64 with +fullfp16 can;
+    x86 only with AVX512-FP16. Elsewhere fp16 models compute in fp32 (onnx_fp16.py)."""
+    t = target.target
+    if t["kind"] != "llvm":
+        return True
+    mattr = t.get("mattr", [])
+    if target.preset.arch == "aarch64":
+        return "+fullfp16" in mattr
+    if "+avx512fp16" in mattr:
+        return True
+    if target.preset.target.get("mcpu") == "host":
+        import tvm_ffi
+
+        host = tvm_ffi.get_global_func("tvm.codegen.llvm.GetHostCPUFeatures")()
+        return bool(host.get("avx512fp16"))
+    return False
+
+
 def _host_amx(host_features) -> bool:
     """Whether this host's CPU has AMX tiles with bf16 products and Linux lets processes use
     them: the `x86` preset builds for this host, where its bundles are run (`mlc run`, the

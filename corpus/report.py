@@ -39,6 +39,16 @@ def _markdown(results: dict, summary: dict, meta: dict) -> str:
         f"{meta['date']}: {meta['cpu']}, {meta['cores']} cores, onnxruntime "
         f"{meta['onnxruntime']}. Models from `corpus/build.py` (corpus/MODELS.md says what each "
         "is and where it comes from).",
+        *(
+            [
+                "",
+                f"Rerun at commit {meta['update']['commit']} (after fixes): "
+                + ", ".join(meta["update"]["models"])
+                + ".",
+            ]
+            if "update" in meta
+            else []
+        ),
         "",
         f"**{passed} of {total} pass ({100 * passed / max(total, 1):.0f}%)**: compiled with "
         "their pins, run by the bundle's loader and matched with onnxruntime on the same "

@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     partial = out / "results.partial.jsonl"
     done = _resume(partial) if args.resume else {}
     results = dict(done)
+    if args.update:  # rerun the selected models into the report in --out, keeping the rest
+        earlier = json.loads((out / "results.json").read_text())
+        results = {**earlier["models"], **results}
+        for meta in models:
+            results.pop(meta["name"], None)
     with tempfile.TemporaryDirectory(prefix="mlc-corpus-") as tmp:
         for index, meta in enumerate(models, 1):
             name = meta["name"]
@@ -77,7 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"    {_one_line(result)}")
     from .report import write
 
-    summary = write(results, out, _meta(args))
+    meta = _meta(args)
+    if args.update:
+        earlier_meta = json.loads((out / "results.json").read_text())["meta"]
+        meta = {
+            **earlier_meta,
+            "update": {"commit": meta["commit"], "models": [m["name"] for m in models]},
+        }
+    summary = write(results, out, meta)
     partial.unlink(missing_ok=True)
     _say(f"wrote {out / 'REPORT.md'}: {json.dumps(summary)}")
     return 0
@@ -391,6 +403,9 @@ def _parse(argv):
     p.add_argument("--seconds", type=float, default=2.0, help="bench time per engine (0: none)")
     p.add_argument("--out", type=Path, default=ROOT / "corpus")
     p.add_argument("--resume", action="store_true", help="keep results.partial.jsonl's models")
+    p.add_argument(
+        "--update", action="store_true", help="rerun --only's models into --out's results.json"
+    )
     return p.parse_args(argv)
 
 

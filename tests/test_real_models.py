@@ -536,3 +536,81 @@ def test_while_loop_whose_condition_reads_an_input(tmp_path):
     r = mlc("compile", path, "-o", tmp_path / "b")
     assert r.exit_code == 3
     assert "computes its condition in the body from values known only at run time" in r.stderr
+
+
+def test_matmul_with_an_odd_column_count_is_padded_and_sliced(tmp_path):
+    """GPT-2's language-model head has 50257 columns, a whole number of no vector width: its
+    kernel fell to the unvectorised fallback (25x slower than onnxruntime). The weight is
+    padded at compile time to whole vectors and the product sliced back."""
+    import tvm
+    from tvm import relax
+
+    from compiler.passes.pad_matmul_columns import PadMatmulColumns
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4, 16), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.matmul(x, relax.const(rand(16, 101))))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    mod = PadMatmulColumns(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))(bb.get())
+    calls = []
+    relax.analysis.post_order_visit(
+        mod["main"], lambda e: calls.append(e) if isinstance(e, relax.Call) else None
+    )
+    matmul = next(c for c in calls if c.op.name == "relax.matmul")
+    assert tuple(matmul.args[1].ty.shape) == (16, 128)  # 4 vectors of 8 lanes: 101 -> 128
+    assert tuple(mod["main"].ret_ty.shape) == (1, 4, 101)
+    model = make_model(
+        [h.make_node("MatMul", ["x", "w"], ["y"])],
+        [vi("x", [1, 4, 16])],
+        [vi("y", [1, 4, 101])],
+        [const("w", rand(16, 101))],
+    )
+    check(tmp_path, model, {"x": rand(1, 4, 16)})
+
+
+def test_pow_by_a_small_integer_is_multiplication(tmp_path):
+    """tanh-GELU's x ** 3 (GPT-2): a libm call per lane as a power."""
+    model = make_model(
+        [h.make_node("Pow", ["x", "three"], ["y"]), h.make_node("Pow", ["x", "half"], ["z"])],
+        [vi("x", [2, 8])],
+        [vi("y", [2, 8]), vi("z", [2, 8])],
+        [const("three", np.array(3.0, np.float32)), const("half", np.array(0.5, np.float32))],
+    )
+    check(tmp_path, model, {"x": np.abs(rand(2, 8)) + 0.1})
+
+
+def test_an_fp16_model_computes_in_fp32_on_a_cpu_without_fp16_arithmetic(tmp_path):
+    """A model exported in float16 keeps its fp16 inputs and outputs; on an x86 CPU without
+    AVX512-FP16 its weights and arithmetic become fp32 (as onnxruntime's CPU kernels do)."""
+    from compiler.targets import has_fp16_arithmetic, load_preset, resolve_target
+
+    if has_fp16_arithmetic(resolve_target(load_preset("x86"))):
+        pytest.skip("this CPU computes fp16 natively (AVX512-FP16)")
+    w = (rand(64, 32) * 0.1).astype(np.float16)
+    nodes = [
+        h.make_node("MatMul", ["x", "w"], ["m"]),
+        h.make_node("Cast", ["m"], ["m16"], to=TensorProto.FLOAT16),  # a Cast to fp16 too
+        h.make_node("Add", ["m16", "b"], ["y"]),
+    ]
+    model = make_model(
+        nodes,
+        [vi("x", [4, 64], TensorProto.FLOAT16)],
+        [vi("y", [4, 32], TensorProto.FLOAT16)],
+        [const("w", w), const("b", rand(32).astype(np.float16))],
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    r = mlc("compile", tmp_path / "m.onnx", "-o", tmp_path / "b", "-q")
+    assert r.exit_code == 0, r.stderr
+    import json
+
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert [i["dtype"] for i in manifest["inputs"]] == ["float16"]
+    assert [o["dtype"] for o in manifest["outputs"]] == ["float16"]
+    assert {w["dtype"] for w in manifest["weights"]} == {"float32"}
+    r = mlc(
+        "run", tmp_path / "b", "--check", tmp_path / "m.onnx", "--atol", "1e-2", "--rtol", "1e-2"
+    )
+    assert r.exit_code == 0, r.stderr

@@ -37,6 +37,12 @@ class Pow(onnx_frontend.Pow):
     def _impl_v7(cls, bb, inputs, attr, params):
         base, exponent = inputs[0], inputs[1]
         if _is_float(base):
+            small = _small_integer_exponent(exponent)
+            if small is not None:  # tanh-GELU's x ** 3, variances' x ** 2: no libm pow
+                product = base
+                for _ in range(small - 1):
+                    product = relax.op.multiply(product, base)
+                return product
             if dtype_of(exponent) == dtype_of(base):
                 return super()._impl_v7(bb, inputs, attr, params)
             return relax.op.power(base, relax.op.astype(exponent, dtype_of(base)))
@@ -46,6 +52,18 @@ class Pow(onnx_frontend.Pow):
         if not _is_float(exponent):
             wide = relax.op.round(wide)
         return relax.op.astype(wide, dtype_of(base))
+
+
+def _small_integer_exponent(exponent) -> int | None:
+    """2, 3 or 4 when the exponent is that constant scalar: LLVM calls libm's pow once per
+    lane otherwise (GPT-2's GELU kernels spent most of their time there)."""
+    from .static import constant_array
+
+    value = constant_array(exponent)
+    if value is None or value.size != 1:
+        return None
+    number = float(value.reshape(-1)[0])
+    return int(number) if number in (2.0, 3.0, 4.0) else None
 
 
 def elu(x, alpha: float, dtype: str):

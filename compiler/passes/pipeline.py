@@ -8,7 +8,8 @@ Graph phases (`graph_passes`, run by build.prepare on the imported Relax module)
              (with --precision fp16|bf16; KeepFP32 with --keep-fp32)
   layout     DecomposeConvTranspose (CPU: strided transposed convs as conv + pixel shuffle),
              ConvertLayout (conv layouts the target's schedules prefer), Winograd (3x3
-             convs on CPU), AmxMatmul (constant-weight matmuls on CPUs with AMX), FastMath (CPU)
+             convs on CPU), PadMatmulColumns (CPU: weights to whole vectors of columns),
+             AmxMatmul (constant-weight matmuls on CPUs with AMX), FastMath (CPU)
   weights    ExtractWeights
 Lowering phases (`lowering_passes`, run inside tvm.compile by build.lowering_pipeline):
   fusion     library dispatch, LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps,
@@ -41,6 +42,7 @@ from .fast_math import FastMath
 from .fold_batch_norm import FoldBatchNorm
 from .fuse_depthwise_project import FuseDepthwiseProject
 from .keep_fp32 import KeepFP32
+from .pad_matmul_columns import PadMatmulColumns
 from .prepack_weights import Lifted, PrepackWeights, mark_weights
 from .safe_indexing import SafeIndexing
 from .serial_tiny_model import SerialTinyModel
@@ -90,6 +92,7 @@ def graph_steps(options: CompileOptions, target: tvm.target.Target) -> list[Step
         Step("layout", DecomposeConvTranspose(target), 2),
         Step("layout", ConvertLayout(target), 2),
         Step("layout", Winograd(target), 2),
+        Step("layout", PadMatmulColumns(target), 2),
         Step("layout", AmxMatmul(target), 2),
         Step("layout", FastMath(target), 2),
         Step("weights", ExtractWeights(options.weight_threshold_bytes)),
