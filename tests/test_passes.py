@@ -424,20 +424,22 @@ def _unary_module(build) -> tvm.IRModule:
     return bb.get()
 
 
-def test_fast_math_replaces_exp_erf_and_softmax_on_cpu():
+def test_fast_math_replaces_exp_erf_sigmoid_and_softmax_on_cpu():
     from tvm import topi
 
-    from compiler.passes.fast_math import FastMath
+    from compiler.passes.fast_math import FastMath, _fast_sigmoid
 
     def before(bb, x):
         e = bb.emit(relax.op.exp(x))
         s = bb.emit(relax.op.nn.softmax(e, axis=-1))
-        return relax.op.erf(s)
+        g = bb.emit(relax.op.sigmoid(s))
+        return relax.op.erf(g)
 
     def expected(bb, x):
         e = bb.emit(bb.call_te(topi.fast_exp, x))
         s = bb.emit(bb.call_te(topi.nn.fast_softmax, e, -1))
-        return bb.call_te(topi.fast_erf, s)
+        g = bb.emit(bb.call_te(_fast_sigmoid, s))
+        return bb.call_te(topi.fast_erf, g)
 
     cpu = tvm.target.Target({"kind": "llvm"})
     got = FastMath(cpu)(_unary_module(before))

@@ -1,9 +1,11 @@
-"""FastMath: exp, erf, tanh and softmax as vectorisable polynomial approximations.
+"""FastMath: exp, erf, tanh, sigmoid and softmax as vectorisable polynomial approximations.
 
 LLVM lowers a vectorised `exp`/`erf` to one libm call per lane; TVM's topi `fast_*` versions
 are plain arithmetic that vectorises (relative error about 1e-7, as onnxruntime's own). TVM's
 `FastMathTransform` does the same but assumes every call's callee is an operator; ours skips
-calls to functions (If/Loop bodies)."""
+calls to functions (If/Loop bodies). Sigmoid (SiLU/Swish in EfficientNet, YOLO, LLaMA) is
+1 / (1 + fast_exp(-x)): with libm's exp EfficientNet-B0's conv + SiLU kernels ran at 0.52x of
+onnxruntime."""
 
 from __future__ import annotations
 
@@ -13,7 +15,14 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .rewrite import rewrite_functions
 
+
+def _fast_sigmoid(x):
+    one = tvm.tirx.const(1, x.dtype)
+    return topi.divide(one, topi.add(one, topi.fast_exp(topi.negative(x))))
+
+
 _FAST = {
+    "relax.sigmoid": lambda bb, call: bb.call_te(_fast_sigmoid, call.args[0]),
     "relax.exp": lambda bb, call: bb.call_te(topi.fast_exp, call.args[0]),
     "relax.erf": lambda bb, call: bb.call_te(topi.fast_erf, call.args[0]),
     "relax.tanh": lambda bb, call: bb.call_te(topi.fast_tanh, call.args[0]),
@@ -35,7 +44,7 @@ class _Rewriter(PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="FastMath")
 class FastMath:
-    """Replace float32 exp/erf/tanh/softmax with their fast approximations on CPU targets
+    """Replace float32 exp/erf/tanh/sigmoid/softmax with their fast approximations on CPU targets
     (GPUs have fast hardware versions already)."""
 
     def __init__(self, target: tvm.target.Target):
