@@ -614,3 +614,13 @@ def test_an_fp16_model_computes_in_fp32_on_a_cpu_without_fp16_arithmetic(tmp_pat
         "run", tmp_path / "b", "--check", tmp_path / "m.onnx", "--atol", "1e-2", "--rtol", "1e-2"
     )
     assert r.exit_code == 0, r.stderr
+
+
+def test_attention_scores_over_an_odd_token_count(tmp_path):
+    """A ViT's 197 tokens: Q @ Kᵀ's columns are activations, padded by a copy."""
+    model = make_model(
+        [h.make_node("MatMul", ["q", "kt"], ["s"]), h.make_node("Softmax", ["s"], ["p"], axis=-1)],
+        [vi("q", [2, 97, 16]), vi("kt", [2, 16, 97])],
+        [vi("p", [2, 97, 97])],
+    )
+    check(tmp_path, model, {"q": rand(2, 97, 16), "kt": rand(2, 16, 97)})
