@@ -460,3 +460,25 @@ def test_length_1_reduction_with_an_epilogue_adds_it_once():
             break
     got = _run(sch.mod["main"], [a, b, s], (8, 8))
     np.testing.assert_allclose(got, s + a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_scalar_computed_in_the_kernel_is_inlined_and_the_matmul_tiled():
+    """quantize_dynamic's matmul: int32 products, then a cast and a scale that the kernel
+    computes once (activation scale x weight scale, a block with no loops). That block made
+    the rule refuse the kernel, which then ran unvectorised (BERT at 0.01x of onnxruntime)."""
+    a = rng.integers(-50, 50, (32, 64)).astype("int32")
+    b = rng.integers(-50, 50, (64, 48)).astype("int32")
+    A = te.placeholder(a.shape, "int32", name="A")
+    B = te.placeholder(b.shape, "int32", name="B")
+    S = te.placeholder((), name="S")
+    acc = topi.matmul(A, B)
+    scale = te.compute((), lambda: S() * tvm.tirx.const(0.5, "float32"), name="scale")
+    out = te.compute(acc.shape, lambda i, j: acc[i, j].astype("float32") * scale(), name="out")
+    func = _schedule(cpu.TiledReduction(), _func([A, B, S], out))
+    assert {"parallel", "vectorized"} <= _loop_kinds(func)
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=TARGET)
+    dev = tvm.cpu()
+    result = tvm.runtime.tensor(np.zeros((32, 48), "float32"), dev)
+    args = [tvm.runtime.tensor(x, dev) for x in (a, b, np.array(3.0, "float32"))]
+    lib["main"](*args, result)
+    np.testing.assert_allclose(result.numpy(), (a @ b) * 1.5, rtol=1e-6)
