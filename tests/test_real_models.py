@@ -624,3 +624,37 @@ def test_attention_scores_over_an_odd_token_count(tmp_path):
         [vi("p", [2, 97, 97])],
     )
     check(tmp_path, model, {"q": rand(2, 97, 16), "kt": rand(2, 16, 97)})
+
+
+@pytest.mark.parametrize("dilation", [6, 3])
+def test_dilated_conv_taps_that_read_only_padding(tmp_path, dilation):
+    """DeepLab's atrous convs on small maps: at dilation 6 on a 5x5 map only the centre tap
+    reads pixels (it becomes a 1x1 conv); at dilation 3 every tap reads some."""
+    import tvm
+    from tvm import relax
+
+    from compiler.passes.drop_padding_taps import DropPaddingTaps
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4, 5, 5), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            conv = relax.op.nn.conv2d(
+                x, relax.const(rand(8, 4, 3, 3)), padding=dilation, dilation=dilation
+            )
+            out = bb.emit_output(bb.emit(conv))
+        bb.emit_func_output(out)
+    mod = DropPaddingTaps()(bb.get())
+    calls = []
+    relax.analysis.post_order_visit(
+        mod["main"], lambda e: calls.append(e) if isinstance(e, relax.Call) else None
+    )
+    kernel = tuple(calls[0].args[1].ty.shape)
+    assert kernel == ((8, 4, 1, 1) if dilation == 6 else (8, 4, 3, 3))
+    model = make_model(
+        [h.make_node("Conv", ["x", "w"], ["y"], pads=[dilation] * 4, dilations=[dilation] * 2)],
+        [vi("x", [1, 4, 5, 5])],
+        [vi("y", [1, 8, 5, 5])],
+        [const("w", rand(8, 4, 3, 3))],
+    )
+    check(tmp_path, model, {"x": rand(1, 4, 5, 5)})

@@ -6,7 +6,8 @@ Graph phases (`graph_passes`, run by build.prepare on the imported Relax module)
   safety     SafeIndexing
   precision  ToMixedPrecision, KeepFP32, ToBFloat16, FoldConstant, DeadCodeElimination
              (with --precision fp16|bf16; KeepFP32 with --keep-fp32)
-  layout     DecomposeConvTranspose (CPU: strided transposed convs as conv + pixel shuffle),
+  layout     DropPaddingTaps (dilated conv taps that read only padding), DecomposeConvTranspose
+             (CPU: strided transposed convs as conv + pixel shuffle),
              ConvertLayout (conv layouts the target's schedules prefer), Winograd (3x3
              convs on CPU), PadMatmulColumns (CPU: weights to whole vectors of columns),
              AmxMatmul (constant-weight matmuls on CPUs with AMX), FastMath (CPU)
@@ -37,6 +38,7 @@ from ..options import PRECISIONS, CompileOptions
 from .amx_matmul import AmxMatmul
 from .convert_layout import ConvertLayout
 from .decompose_conv_transpose import DecomposeConvTranspose
+from .drop_padding_taps import DropPaddingTaps
 from .extract_weights import ExtractWeights
 from .fast_math import FastMath
 from .fold_batch_norm import FoldBatchNorm
@@ -89,6 +91,7 @@ def graph_steps(options: CompileOptions, target: tvm.target.Target) -> list[Step
         Step("safety", SafeIndexing(), required=True),
         # ToMixedPrecision cannot read the call_tir kernels that the layout phase may emit.
         *_precision_steps(options),
+        Step("layout", DropPaddingTaps(), 2),
         Step("layout", DecomposeConvTranspose(target), 2),
         Step("layout", ConvertLayout(target), 2),
         Step("layout", Winograd(target), 2),
