@@ -630,7 +630,6 @@ def test_attention_scores_over_an_odd_token_count(tmp_path):
 def test_dilated_conv_taps_that_read_only_padding(tmp_path, dilation):
     """DeepLab's atrous convs on small maps: at dilation 6 on a 5x5 map only the centre tap
     reads pixels (it becomes a 1x1 conv); at dilation 3 every tap reads some."""
-    import tvm
     from tvm import relax
 
     from compiler.passes.drop_padding_taps import DropPaddingTaps
