@@ -375,9 +375,7 @@ def measure(fn: Callable[[], Any], min_seconds: float = 1.0, min_runs: int = 10)
         times.append(time.perf_counter() - t0)
         if len(times) >= 100_000:
             break
-    times.sort()
-    ms = [t * 1e3 for t in times]
-    return Latency(len(ms), ms[0], statistics.median(ms), ms[int(0.9 * (len(ms) - 1))])
+    return _latency(times)
 
 
 @dataclass(frozen=True)
@@ -425,18 +423,36 @@ def bench_bundle(
     model = load_bundle(bundle_dir, threads=threads)
     inputs = make_inputs(model, dims or {}, ranges=ranges)
     emulated = getattr(model, "emulated", False)
+    ort = None
     if emulated:  # time inside the runner: one process start under qemu costs ~0.2 s
         _, stats = model.run(inputs, repeat=max(10, int(seconds * 20)))
         mlc = Latency(stats["runs"], stats["min_ms"], stats["median_ms"], stats["p90_ms"])
+    elif compare_model:  # both in alternating blocks: the same machine for both
+        from .reference import ort_session
+        from .timing import interleaved_times
+
+        session = ort_session(compare_model, threads)
+        feed = {**bound_inputs(model.manifest), **inputs}  # onnxruntime still takes them
+        times = interleaved_times(
+            {"mlc": lambda: model(**inputs), "ort": lambda: session.run(None, feed)},
+            2 * seconds,
+            block_s=(block := min(1.0, max(0.1, seconds / 2))),
+            settle_s=min(0.25, block / 4),
+        )
+        mlc, ort = _latency(times["mlc"]), _latency(times["ort"])
     else:
         mlc = measure(lambda: model(**inputs), seconds)
-    ort = None
-    if compare_model:
+    if emulated and compare_model:
         from .reference import ort_session
 
         session = ort_session(compare_model, threads)
         ort = measure(lambda: session.run(None, inputs), seconds)
     return BenchResult(threads, mlc, ort, model.description if emulated else None)
+
+
+def _latency(seconds: list[float]) -> Latency:
+    ms = sorted(t * 1e3 for t in seconds)
+    return Latency(len(ms), ms[0], statistics.median(ms), ms[int(0.9 * (len(ms) - 1))])
 
 
 class _Timer:

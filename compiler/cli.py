@@ -577,7 +577,7 @@ def run(
     default=2.0,
     show_default=True,
     type=click.FloatRange(min=0.01),
-    help="Minimum measuring time per engine.",
+    help="Minimum measuring time per engine (with --compare both are timed in alternating blocks).",
 )
 @_dims_option("Size of a symbolic dim for the inputs (default 1). Repeatable.")
 @_input_range_option
