@@ -296,7 +296,10 @@ def _random(rng, spec, shape, given: tuple | None, sampled: list | None) -> np.n
         if given:
             low, high = int(np.ceil(given[0])), int(np.floor(given[1])) + 1
             if low >= high:
-                raise UsageError(f"--input-range for {spec.name!r} holds no integer")
+                raise UsageError(
+                    f"--input-range {spec.name}={given[0]:g}..{given[1]:g} holds no integer, and "
+                    f"input {spec.name!r} is {spec.dtype}"
+                )
         else:
             low, high = sampled if sampled else (0, 2 if kind == "b" else 4)
         values = rng.integers(low, high, shape)
