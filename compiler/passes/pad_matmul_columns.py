@@ -1,5 +1,6 @@
 """PadMatmulColumns: a matmul whose column count is not a whole number of vectors gets zero
-columns up to one in its right operand, and the product is sliced back.
+columns in its right operand up to a whole number of `PAD_VECTORS` vectors, and the product
+is sliced back.
 
 The register tiles of the default schedules (and the packed GEMV streams) vectorise the
 output columns: an axis of 50257 columns (GPT-2's vocabulary, 29 x 1733) splits into no
@@ -28,7 +29,7 @@ PAD_VECTORS = 4  # the widest register tile's vectors (schedules/cpu.py _VECTOR_
 MIN_COLUMNS = 64  # narrower products are cheap whatever their schedule
 
 
-def _padding(call: relax.Call, multiple: int) -> int | None:
+def _padding(call: relax.Call, lanes: int) -> int | None:
     """Columns to add to the right operand of an eligible matmul, else None."""
     if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.matmul"):
         return None
@@ -41,9 +42,9 @@ def _padding(call: relax.Call, multiple: int) -> int | None:
     if call.attrs.out_dtype is not None and str(call.attrs.out_dtype) not in ("", "float32"):
         return None
     n = dims[1][-1]
-    if n < MIN_COLUMNS or n % multiple == 0 or dims[0][-1] != dims[1][-2]:
-        return None
-    return -n % multiple
+    if n < MIN_COLUMNS or n % lanes == 0 or dims[0][-1] != dims[1][-2]:
+        return None  # whole vectors already: the schedules tile it (1000 classes on 8 lanes)
+    return -n % (lanes * PAD_VECTORS)
 
 
 def _static(expr) -> list[int] | None:
@@ -56,13 +57,13 @@ def _static(expr) -> list[int] | None:
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod, multiple: int):
+    def __init__(self, mod, lanes: int):
         super().__init__(mod)
-        self.multiple = multiple
+        self.lanes = lanes
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        extra = _padding(call, self.multiple)
+        extra = _padding(call, self.lanes)
         if extra is None:
             return call
         x, w = call.args
@@ -84,9 +85,9 @@ class PadMatmulColumns:
     """Pad constant matmul weights to whole vectors of columns (CPU targets)."""
 
     def __init__(self, target: tvm.target.Target):
-        self.multiple = vector_lanes(target) * PAD_VECTORS if target.kind.name == "llvm" else 0
+        self.lanes = vector_lanes(target) if target.kind.name == "llvm" else 0
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        if not self.multiple:
+        if not self.lanes:
             return mod
-        return rewrite_functions(mod, _Rewriter(mod, self.multiple))
+        return rewrite_functions(mod, _Rewriter(mod, self.lanes))
