@@ -7,7 +7,7 @@ Graph phases (`graph_passes`, run by build.prepare on the imported Relax module)
   precision  ToMixedPrecision, KeepFP32, ToBFloat16, FoldConstant, DeadCodeElimination
              (with --precision fp16|bf16; KeepFP32 with --keep-fp32)
   layout     DropPaddingTaps (dilated conv taps that read only padding), DecomposeConvTranspose
-             (CPU: strided transposed convs as conv + pixel shuffle),
+             (CPU: strided transposed convs as conv + pixel shuffle), Conv1dAsConv2d (CPU),
              ConvertLayout (conv layouts the target's schedules prefer), Winograd (3x3
              convs on CPU), PadMatmulColumns (CPU: weights to whole vectors of columns),
              AmxMatmul (constant-weight matmuls on CPUs with AMX), FastMath (CPU)
@@ -36,6 +36,7 @@ from tvm import relax
 from ..errors import UsageError
 from ..options import PRECISIONS, CompileOptions
 from .amx_matmul import AmxMatmul
+from .conv1d_as_conv2d import Conv1dAsConv2d
 from .convert_layout import ConvertLayout
 from .decompose_conv_transpose import DecomposeConvTranspose
 from .drop_padding_taps import DropPaddingTaps
@@ -93,6 +94,7 @@ def graph_steps(options: CompileOptions, target: tvm.target.Target) -> list[Step
         *_precision_steps(options),
         Step("layout", DropPaddingTaps(), 2),
         Step("layout", DecomposeConvTranspose(target), 2),
+        Step("layout", Conv1dAsConv2d(target), 2),
         Step("layout", ConvertLayout(target), 2),
         Step("layout", Winograd(target), 2),
         Step("layout", PadMatmulColumns(target), 2),
